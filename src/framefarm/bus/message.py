@@ -1,0 +1,30 @@
+"""The message that travels between modules: a frame-store key and metadata, never pixels."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class FrameMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    stream: str  # the input's tag
+    input: str  # the input's alias: the stream whose in-flight bound this frame counts against
+    source: str  # file name or URL without credentials
+    seq: int
+    pts: float | None = None
+    frame_index: int | None = None  # position in a video file
+    captured_at: float
+    width: int
+    height: int
+    key: str  # frame store key
+    format: str  # jpeg, png, bmp, webp
+    expires_at: float | None = None  # skip instead of processing after this wall-clock time
+    model: str | None = None
+    detections: list[dict[str, Any]] | None = None
+
+    def is_stale(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) > self.expires_at

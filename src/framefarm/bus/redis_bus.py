@@ -1,0 +1,124 @@
+"""Redis backend: Dramatiq's RedisBroker for messages, Redis keys with TTL for frames and flow state."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from ..config.schema import ServiceOptions
+from ..errors import BusError, FrameMissing
+from .base import Bus, Flow, FrameStore, register_backend
+
+NAMESPACE = "framefarm"
+MAINTENANCE_CHANCE = 50_000  # per million commands: reclaims a dead worker's messages within seconds
+
+# KEYS: frame, refs, inflight zset. Deletes the frame on the last release and ends its in-flight entry.
+_RELEASE = """
+local left = redis.call('decr', KEYS[2])
+if left <= 0 then
+  redis.call('del', KEYS[1], KEYS[2])
+  redis.call('zrem', KEYS[3], KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: inflight zset, scored by expiry. ARGV: now, expires_at, limit, member.
+# Entries whose frame expired (nobody released it) are pruned first.
+_ADMIT = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"""
+
+
+def _key(*parts: str) -> str:
+    return ":".join((NAMESPACE, *parts))
+
+
+class RedisFrameStore(FrameStore):
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._release = client.register_script(_RELEASE)
+
+    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> None:
+        ttl_ms = max(1, int(ttl * 1000))
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(key, data, px=ttl_ms)
+            pipe.set(key + ":refs", refs, px=ttl_ms)
+            pipe.execute()
+
+    def get(self, key: str) -> bytes:
+        data = self.client.get(key)
+        if data is None:
+            raise FrameMissing(f"frame {key} expired or was released")
+        return data
+
+    def release(self, key: str, stream: str) -> bool:
+        return bool(self._release(keys=[key, key + ":refs", _key("inflight", stream)]))
+
+    def discard(self, key: str, stream: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key, key + ":refs")
+            pipe.zrem(_key("inflight", stream), key)
+            pipe.execute()
+
+
+class RedisFlow(Flow):
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._admit = client.register_script(_ADMIT)
+
+    def admit(self, stream: str, key: str, *, limit: int, ttl: float) -> bool:
+        now = time.time()
+        return bool(self._admit(keys=[_key("inflight", stream)], args=[now, now + ttl, limit, key]))
+
+    def next_seq(self, stream: str) -> int:
+        return int(self.client.incr(_key("seq", stream)))
+
+    def in_flight(self, stream: str | None = None) -> int:
+        keys = [_key("inflight", stream)] if stream else list(self.client.scan_iter(_key("inflight", "*")))
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zcard(key)
+            return sum(pipe.execute()[1::2])
+
+    def count(self, stream: str, counter: str, amount: int = 1) -> None:
+        self.client.hincrby(_key("stats", stream), counter, amount)
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        prefix = _key("stats", "")
+        return {
+            key.decode()[len(prefix) :]: {k.decode(): int(v) for k, v in self.client.hgetall(key).items()}
+            for key in self.client.scan_iter(prefix + "*")
+        }
+
+
+@register_backend("redis", "rediss", "unix")
+class RedisBus(Bus):
+    transient_errors = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+    def __init__(self, url: str, service: ServiceOptions) -> None:
+        self.client = redis.Redis.from_url(url, health_check_interval=30)
+        self.broker = RedisBroker(
+            client=self.client,
+            namespace=NAMESPACE,
+            heartbeat_timeout=int(service.heartbeat_timeout * 1000),
+            maintenance_chance=MAINTENANCE_CHANCE,
+        )
+        self.frames = RedisFrameStore(self.client)
+        self.flow = RedisFlow(self.client)
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise BusError(f"broker does not answer: {exc}") from exc
+
+    def pending(self, queue: str) -> int:
+        return int(self.client.llen(f"{NAMESPACE}:{queue}"))

@@ -1,0 +1,31 @@
+"""The result formats every output writes: JSON per frame and YOLO text lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .message import FrameMessage
+
+YOLO_DECIMALS = 6
+
+
+def result_json(message: FrameMessage) -> dict[str, Any]:
+    return {
+        "stream": message.stream,
+        "source": message.source,
+        "seq": message.seq,
+        "pts": message.pts,
+        "captured_at": message.captured_at,
+        "width": message.width,
+        "height": message.height,
+        "model": message.model,
+        "detections": message.detections or [],
+    }
+
+
+def yolo_text(message: FrameMessage) -> str:
+    """``class_id cx cy w h confidence`` per detection, 6 decimals; empty when nothing was found."""
+    return "".join(
+        " ".join([str(d["class_id"]), *(f"{v:.{YOLO_DECIMALS}f}" for v in (*d["yolo"], d["confidence"]))]) + "\n"
+        for d in message.detections or []
+    )

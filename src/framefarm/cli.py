@@ -1,0 +1,202 @@
+"""pipectl: the nginx-style face of framefarm (``-t``, ``-s reload|stop|quit|reopen``, start, render, status)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .bus import connect
+from .bus.base import Bus
+from .config.describe import describe_kind
+from .config.pipeline import Pipeline, load_pipeline
+from .config.registry import REGISTRIES
+from .errors import ConfigError, FramefarmError
+from .plugins import load_kinds
+from .supervisord import embedded
+from .supervisord.control import Master
+from .supervisord.drain import quit_gracefully
+from .supervisord.render import Layout, prune_snapshots, render
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+DEFAULT_CONFIG = "pipeline.yaml"
+SIGNALS = ("reload", "stop", "quit", "reopen")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipectl", description="Run and control a framefarm pipeline (like nginx, on supervisord)."
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("FRAMEFARM_CONFIG", DEFAULT_CONFIG),
+        help="pipeline file (default: $FRAMEFARM_CONFIG or ./pipeline.yaml)",
+    )
+    parser.add_argument("-t", action="store_true", help="test the configuration and exit")
+    parser.add_argument("-s", choices=SIGNALS, help="send a signal to the running master")
+    parser.add_argument("-v", "--version", action="version", version=f"framefarm {__version__}")
+    # -c is accepted after the command too (`pipectl start -c FILE`) without overriding the default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="pipeline file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    start = commands.add_parser("start", parents=[common], help="validate, render and start (the default)")
+    start.add_argument("--foreground", action="store_true", help="run supervisord in the foreground")
+    commands.add_parser("test", parents=[common], help="validate the configuration (same as -t)")
+    commands.add_parser("render", parents=[common], help="write supervisord.conf into the runtime dir")
+    commands.add_parser("status", parents=[common], help="show the processes and per-stream counters")
+    describe = commands.add_parser("describe", parents=[common], help="list a module kind's options")
+    describe.add_argument("kind", nargs="?", help="a kind name; without it, list every kind")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for failure in load_kinds():
+        print(f"pipectl: warning: {failure}", file=sys.stderr)
+    config = Path(args.config)
+    try:
+        if args.t or args.command == "test":
+            return cmd_test(config)
+        if args.s:
+            return SIGNAL_HANDLERS[args.s](config)
+        if args.command is None:
+            args.foreground = False
+        return COMMANDS[args.command or "start"](config, args)
+    except ConfigError as exc:
+        _print_problems(config, exc)
+        return EXIT_FAILED
+    except FramefarmError as exc:
+        print(f"pipectl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _print_problems(config: Path, exc: ConfigError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"configuration file {config} test failed", file=sys.stderr)
+
+
+def cmd_test(config: Path) -> int:
+    try:
+        load_pipeline(config)
+    except ConfigError as exc:
+        _print_problems(config, exc)
+        return EXIT_FAILED
+    print(f"configuration file {config} test is successful")
+    return EXIT_OK
+
+
+def cmd_start(config: Path, args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(config)
+    layout = Layout(pipeline.runtime_dir)
+    master = Master(layout)
+    if master.running():
+        raise FramefarmError(f"already running in {layout.root} (pid {master.pid()}): use `pipectl -s reload`")
+    render(pipeline)
+    prune_snapshots(layout)
+    if not args.foreground:
+        print(f"starting {len(pipeline.modules)} modules; logs in {layout.logs}")
+    master.start(foreground=args.foreground)
+    print(f"started; `pipectl -c {config} status` shows the processes")
+    return EXIT_OK
+
+
+def cmd_render(config: Path, _args: argparse.Namespace) -> int:
+    print(render(load_pipeline(config)))
+    return EXIT_OK
+
+
+def cmd_status(config: Path, _args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(config, deep=False)
+    master = Master(Layout(pipeline.runtime_dir))
+    if not master.running():
+        print(f"not running ({pipeline.runtime_dir})")
+        return EXIT_FAILED
+    print(f"{'PROCESS':32} {'STATE':10} {'PID':>8}  DESCRIPTION")
+    for info in master.processes():
+        name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
+        print(f"{name:32} {info['statename']:10} {info['pid'] or '-':>8}  {info['description']}")
+    bus = _bus(pipeline)
+    try:
+        print(f"\nframes in flight: {bus.flow.in_flight()}")
+        for stream, counters in sorted(bus.flow.counters().items()):
+            print(f"{stream}: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    finally:
+        bus.close()
+    return EXIT_OK
+
+
+def cmd_describe(_config: Path, args: argparse.Namespace) -> int:
+    for section, registry in REGISTRIES.items():
+        for name in registry.names():
+            if args.kind in (None, name):
+                print(describe_kind(section, registry.get(name)), end="\n\n" if args.kind is None else "\n")
+    if args.kind and not any(registry.get(args.kind) for registry in REGISTRIES.values()):
+        known = ", ".join(n for r in REGISTRIES.values() for n in r.names())
+        print(f'pipectl: unknown kind "{args.kind}" (known: {known})', file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def signal_reload(config: Path) -> int:
+    pipeline = load_pipeline(config)  # invalid: raises, and the running pipeline is left as it is
+    layout = Layout(pipeline.runtime_dir)
+    master = Master(layout)
+    if not master.running():
+        raise FramefarmError(f"not running in {layout.root}")
+    render(pipeline)
+    result = master.reload()
+    prune_snapshots(layout)
+    print(f"reloaded: added {result.added or '-'}, restarted {result.changed or '-'}, removed {result.removed or '-'}")
+    return EXIT_OK
+
+
+def signal_quit(config: Path) -> int:
+    pipeline = load_pipeline(config, deep=False)
+    bus = _bus(pipeline)
+    try:
+        left = quit_gracefully(Master(Layout(pipeline.runtime_dir)), pipeline, bus)
+    finally:
+        bus.close()
+    if left:
+        print(f"quit: drain timed out with {left} frames in flight; they stay queued for the next start")
+    return EXIT_OK
+
+
+def signal_stop(config: Path) -> int:
+    pipeline = load_pipeline(config, deep=False)
+    Master(Layout(pipeline.runtime_dir)).shutdown()
+    return EXIT_OK
+
+
+def signal_reopen(config: Path) -> int:
+    pipeline = load_pipeline(config, deep=False)
+    Master(Layout(pipeline.runtime_dir)).reopen_logs()
+    return EXIT_OK
+
+
+def _bus(pipeline: Pipeline) -> Bus:
+    url = pipeline.service.broker or embedded.broker_url(pipeline.runtime_dir)
+    return connect(url, pipeline.service)
+
+
+COMMANDS: dict[str, Callable[[Path, argparse.Namespace], int]] = {
+    "start": cmd_start,
+    "render": cmd_render,
+    "status": cmd_status,
+    "describe": cmd_describe,
+}
+SIGNAL_HANDLERS: dict[str, Callable[[Path], int]] = {
+    "reload": signal_reload,
+    "stop": signal_stop,
+    "quit": signal_quit,
+    "reopen": signal_reopen,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

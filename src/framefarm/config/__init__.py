@@ -1,0 +1,1 @@
+"""Pipeline configuration: YAML with positions, env expansion, kind registry, validation, routing."""

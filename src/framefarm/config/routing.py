@@ -1,0 +1,52 @@
+"""Tag/match routing: which queue a frame goes to next, compiled once from the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+
+@dataclass(frozen=True)
+class Stage:
+    alias: str
+    match: str
+
+    def covers(self, tag: str) -> bool:
+        return fnmatchcase(tag, self.match)
+
+
+@dataclass(frozen=True)
+class Routes:
+    """A frame tagged T visits every processor whose match covers T, in file order, then every such output."""
+
+    processors: tuple[Stage, ...]
+    outputs: tuple[Stage, ...]
+
+    def first_hop(self, tag: str) -> list[str]:
+        return self.after(None, tag)
+
+    def after(self, processor: str | None, tag: str) -> list[str]:
+        """Queues that follow ``processor`` (None = the input) for frames tagged ``tag``."""
+        start = 0
+        if processor is not None:
+            start = next(i for i, stage in enumerate(self.processors) if stage.alias == processor) + 1
+        for stage in self.processors[start:]:
+            if stage.covers(tag):
+                return [stage.alias]
+        return self.outputs_for(tag)
+
+    def outputs_for(self, tag: str) -> list[str]:
+        return [stage.alias for stage in self.outputs if stage.covers(tag)]
+
+    def to_json(self) -> dict[str, list[list[str]]]:
+        return {
+            "processors": [[s.alias, s.match] for s in self.processors],
+            "outputs": [[s.alias, s.match] for s in self.outputs],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[list[str]]]) -> Routes:
+        return cls(
+            processors=tuple(Stage(*pair) for pair in data["processors"]),
+            outputs=tuple(Stage(*pair) for pair in data["outputs"]),
+        )

@@ -1,0 +1,100 @@
+"""The ``service`` section and the option bases every module kind extends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .types import Alias, Duration, Tag, TagGlob
+
+DEFAULT_FRAME_TTL_S = 30.0
+DEFAULT_LOSSLESS_TTL_S = 86400.0
+DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0
+DEFAULT_DRAIN_TIMEOUT_S = 120.0
+DEFAULT_STOP_TIMEOUT_S = 20.0
+DEFAULT_MAX_IN_FLIGHT = 16
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FramesOptions(StrictModel):
+    store: Literal["broker"] = Field("broker", description="Where frame bytes live: beside the broker.")
+    ttl: Duration = Field(
+        DEFAULT_FRAME_TTL_S, description="How long a frame of a live input is kept if nobody releases it."
+    )
+    lossless_ttl: Duration = Field(
+        DEFAULT_LOSSLESS_TTL_S,
+        description="How long a frame of a file input is kept if nobody releases it (no loss across restarts).",
+    )
+    format: Literal["jpeg", "png"] = Field(
+        "jpeg", description="Encoding for decoded frames; image files are stored as they are."
+    )
+    quality: int = Field(90, ge=1, le=100, description="JPEG quality for encoded frames.")
+
+
+class ServiceOptions(StrictModel):
+    broker: str | None = Field(
+        None,
+        description="redis://host:port/db or unix:///path.sock; left out = embedded Redis started by the master.",
+    )
+    frames: FramesOptions = Field(default_factory=FramesOptions, description="The frame store.")
+    runtime_dir: Path = Field(
+        Path("run"),
+        description="supervisord.conf, sockets, pid files, logs and state; relative to the config file.",
+    )
+    persist: bool = Field(
+        True,
+        description="Embedded broker only: snapshot the queues at stop and load them at start, so `-s stop` "
+        "loses nothing. Nothing is written while running.",
+    )
+    heartbeat_timeout: Duration = Field(
+        DEFAULT_HEARTBEAT_TIMEOUT_S,
+        description="A worker silent this long is dead; its unacknowledged messages are redelivered.",
+    )
+    drain_timeout: Duration = Field(
+        DEFAULT_DRAIN_TIMEOUT_S, description="`-s quit` waits at most this long for queued frames to finish."
+    )
+    stop_timeout: Duration = Field(
+        DEFAULT_STOP_TIMEOUT_S,
+        description="A module gets this long to exit after SIGTERM before it is killed.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of modules.")
+
+
+class ModuleOptions(StrictModel):
+    """Options every module kind has. A kind subclasses a section base and adds ``name: Literal[...]``."""
+
+    section: ClassVar[str]
+    name: str = Field(description="The module kind.")
+    alias: Alias | None = Field(None, description="Instance id, names the process; default kind.N.")
+
+
+class InputOptions(ModuleOptions):
+    section: ClassVar[str] = "inputs"
+    lossless: ClassVar[bool] = False
+    tag: Tag = Field(description="Tag of every frame this input produces; processors and outputs match it.")
+    max_in_flight: int = Field(
+        DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        description="Frames of this input in the pipeline at once; past it live inputs drop, file inputs wait.",
+    )
+    max_age: Duration | None = Field(
+        None, description="Frames older than this are skipped (and counted) instead of processed."
+    )
+
+
+class ProcessorOptions(ModuleOptions):
+    section: ClassVar[str] = "processors"
+    match: TagGlob = Field("*", description="Glob on tags (fluent-bit Match) of the frames to process.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    threads: int = Field(2, ge=1, le=256, description="Worker threads per process.")
+
+
+class OutputOptions(ModuleOptions):
+    section: ClassVar[str] = "outputs"
+    match: TagGlob = Field("*", description="Glob on tags of the frames (and results) to deliver.")
+    threads: int = Field(2, ge=1, le=256, description="Delivery threads.")

@@ -1,0 +1,53 @@
+"""One small hierarchy of typed errors; each module translates its library's errors at its edge."""
+
+
+class FramefarmError(Exception):
+    """Base of every error framefarm raises on purpose."""
+
+
+class ConfigError(FramefarmError):
+    """The pipeline file is invalid; ``problems`` holds every finding, each with file:line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class RegistryError(FramefarmError):
+    """A module kind could not be registered or loaded."""
+
+
+class ModelError(FramefarmError):
+    """A model file is missing, unreadable or not a YOLO network framefarm can decode."""
+
+
+class SourceError(FramefarmError):
+    """An input cannot read its source."""
+
+
+class SourceUnavailable(SourceError):
+    """The source cannot be opened now; the runner retries with backoff."""
+
+
+class SourceStalled(SourceError):
+    """The source was open but delivered nothing within its timeout."""
+
+
+class BadInput(SourceError):
+    """One item of the source (a file, a frame) is unreadable; it is set aside, the input goes on."""
+
+
+class SinkError(FramefarmError):
+    """An output could not deliver; the message is retried."""
+
+
+class BusError(FramefarmError):
+    """The broker or the frame store failed."""
+
+
+class FrameMissing(BusError):
+    """A frame's bytes are gone from the store (expired or already released)."""
+
+
+class MasterError(FramefarmError):
+    """The supervisord master cannot be started, reached or controlled."""

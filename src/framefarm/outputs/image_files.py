@@ -1,0 +1,86 @@
+"""Output ``image_files``: results (JSON + YOLO text) and optionally the image, one set of files per frame."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePath
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from ..bus.message import FrameMessage
+from ..bus.results import result_json, yolo_text
+from ..config import registry
+from ..config.registry import CheckContext
+from ..config.schema import OutputOptions
+from ..config.yamlpos import Loc
+from ..errors import BadInput
+from ..vision.detections import Detection
+from ..vision.draw import draw_detections
+from .base import Output
+from .files import write_atomic
+
+SEQ_DIGITS = 9
+FRAME_INDEX_DIGITS = 6
+EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
+ANNOTATED_JPEG_QUALITY = 90
+
+
+class ImageFilesOptions(OutputOptions):
+    name: Literal["image_files"] = Field(description="Write results (and images) as files.")
+    path: Path = Field(description="Folder; each frame's files go to <path>/<tag>/<stem>.*")
+    save_image: Literal["none", "raw", "annotated"] = Field(
+        "none", description="Also write the frame: as received, or with boxes drawn."
+    )
+
+
+def file_stem(message: FrameMessage) -> str:
+    """The source file's stem for images, ``<stem>_<frame index>`` for video frames, else the seq."""
+    if message.frame_index is not None:
+        return f"{PurePath(message.source).stem}_{message.frame_index:0{FRAME_INDEX_DIGITS}d}"
+    if "://" not in message.source and PurePath(message.source).suffix:
+        return PurePath(message.source).stem
+    return f"{message.seq:0{SEQ_DIGITS}d}"
+
+
+@registry.outputs.register
+class ImageFiles(Output):
+    Options = ImageFilesOptions
+
+    @classmethod
+    def check(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        folder = ctx.resolve(options.path)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir():
+            yield ("path",), f"{existing} is not a folder, so {folder} cannot be created"
+
+    def deliver(self, message: FrameMessage) -> None:
+        options: ImageFilesOptions = self.options
+        folder = self.ctx.resolve(options.path) / message.stream
+        stem = file_stem(message)
+        if options.save_image != "none":
+            name, data = self.image(message)
+            write_atomic(folder / f"{stem}{name}", data)
+        write_atomic(folder / f"{stem}.txt", yolo_text(message).encode())
+        # JSON last: its presence means the frame's files are all there.
+        write_atomic(folder / f"{stem}.json", json.dumps(result_json(message), indent=1).encode())
+
+    def image(self, message: FrameMessage) -> tuple[str, bytes]:
+        """(file suffix, bytes) of the frame as asked by ``save_image``."""
+        frame = self.ctx.bus.frames.get(message.key)
+        if self.options.save_image == "raw":
+            return EXTENSIONS.get(message.format, ".img"), frame
+        image = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise BadInput(f"frame of {message.source} is not decodable")
+        detections = [Detection(d["class_id"], d["confidence"], tuple(d["box"])) for d in message.detections or []]
+        names = {d["class_id"]: d["class_name"] for d in message.detections or []}
+        labels = [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
+        annotated = draw_detections(image, detections, labels)
+        ok, encoded = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, ANNOTATED_JPEG_QUALITY])
+        if not ok:
+            raise BadInput(f"cannot encode the annotated frame of {message.source}")
+        return ".jpg", encoded.tobytes()

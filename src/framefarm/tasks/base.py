@@ -1,0 +1,25 @@
+"""What every processor kind shares: fetch the frame, add results, pass the message on."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar
+
+from ..bus.message import FrameMessage
+from ..bus.stage import StageKind
+from ..config.schema import ProcessorOptions
+
+
+class Processor(StageKind):
+    Options: ClassVar[type[ProcessorOptions]]
+
+    @abstractmethod
+    def process(self, message: FrameMessage, frame: bytes) -> FrameMessage:
+        """Return ``message`` with this processor's results added."""
+
+    def handle(self, message: FrameMessage) -> None:
+        bus = self.ctx.bus
+        result = self.process(message, bus.frames.get(message.key))
+        payload = result.model_dump(exclude_none=True)
+        for queue in self.ctx.routes.after(self.ctx.alias, message.stream):
+            bus.send(queue, payload)

@@ -1,0 +1,1 @@
+"""Image-side YOLO helpers: letterboxing, ONNX model wrapper, output decoding and drawing."""
