@@ -15,6 +15,7 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0
 DEFAULT_DRAIN_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 20.0
 DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_MAX_INLINE_BYTES = 768 * 1024  # nsqd's default max-msg-size is 1 MiB; base64 adds a third
 
 
 class StrictModel(BaseModel):
@@ -22,7 +23,17 @@ class StrictModel(BaseModel):
 
 
 class FramesOptions(StrictModel):
-    store: Literal["broker"] = Field("broker", description="Where frame bytes live: beside the broker.")
+    store: str = Field(
+        "broker",
+        pattern=r"^(broker|inline|rediss?://.+|unix://.+)$",
+        description="Where frame bytes live: `broker` (the store beside the broker: Redis keys, NATS object "
+        "store), `inline` (inside the message), or a redis:// URL.",
+    )
+    max_inline: int = Field(
+        DEFAULT_MAX_INLINE_BYTES,
+        ge=1024,
+        description="Largest frame sent inline (bytes); keep it under the broker's message size limit.",
+    )
     ttl: Duration = Field(
         DEFAULT_FRAME_TTL_S, description="How long a frame of a live input is kept if nobody releases it."
     )
