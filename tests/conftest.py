@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from framefarm.plugins import load_kinds
+
 from peers import redis_server
 
 REPO = Path(__file__).resolve().parents[1]

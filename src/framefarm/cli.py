@@ -9,17 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .bus import connect
-from .bus.base import Bus
 from .config.describe import describe_kind
-from .config.pipeline import Pipeline, load_pipeline
+from .config.pipeline import load_pipeline
 from .config.registry import REGISTRIES
 from .errors import ConfigError, FramefarmError
 from .plugins import load_kinds
-from .supervisord import embedded
 from .supervisord.control import Master
 from .supervisord.drain import quit_gracefully
 from .supervisord.render import Layout, prune_snapshots, render
+from .supervisord.running import Running, runtime_dir_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -112,20 +110,18 @@ def cmd_render(config: Path, _args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Path, _args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(config, deep=False)
-    master = Master(Layout(pipeline.runtime_dir))
-    if not master.running():
-        print(f"not running ({pipeline.runtime_dir})")
-        return EXIT_FAILED
+    running = Running.of(config)
     print(f"{'PROCESS':32} {'STATE':10} {'PID':>8}  DESCRIPTION")
-    for info in master.processes():
+    for info in running.master.processes():
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         print(f"{name:32} {info['statename']:10} {info['pid'] or '-':>8}  {info['description']}")
-    bus = _bus(pipeline)
+    bus = running.bus()
     try:
         print(f"\nframes in flight: {bus.flow.in_flight()}")
         for stream, counters in sorted(bus.flow.counters().items()):
             print(f"{stream}: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    except bus.transient_errors as exc:
+        print(f"\nbroker unreachable: {exc}")
     finally:
         bus.close()
     return EXIT_OK
@@ -157,32 +153,20 @@ def signal_reload(config: Path) -> int:
 
 
 def signal_quit(config: Path) -> int:
-    pipeline = load_pipeline(config, deep=False)
-    bus = _bus(pipeline)
-    try:
-        left = quit_gracefully(Master(Layout(pipeline.runtime_dir)), pipeline, bus)
-    finally:
-        bus.close()
+    left = quit_gracefully(Running.of(config))
     if left:
         print(f"quit: drain timed out with {left} frames in flight; they stay queued for the next start")
     return EXIT_OK
 
 
 def signal_stop(config: Path) -> int:
-    pipeline = load_pipeline(config, deep=False)
-    Master(Layout(pipeline.runtime_dir)).shutdown()
+    Master(Layout(runtime_dir_of(config))).shutdown()
     return EXIT_OK
 
 
 def signal_reopen(config: Path) -> int:
-    pipeline = load_pipeline(config, deep=False)
-    Master(Layout(pipeline.runtime_dir)).reopen_logs()
+    Master(Layout(runtime_dir_of(config))).reopen_logs()
     return EXIT_OK
-
-
-def _bus(pipeline: Pipeline) -> Bus:
-    url = pipeline.service.broker or embedded.broker_url(pipeline.runtime_dir)
-    return connect(url, pipeline.service)
 
 
 COMMANDS: dict[str, Callable[[Path, argparse.Namespace], int]] = {

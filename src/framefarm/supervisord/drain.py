@@ -5,23 +5,25 @@ from __future__ import annotations
 import time
 
 from ..bus.base import Bus
-from ..config.pipeline import Pipeline
 from ..errors import MasterError
-from .control import Master
+from .running import Running
 
 DRAIN_POLL_S = 0.25
 
 
-def quit_gracefully(master: Master, pipeline: Pipeline, bus: Bus) -> int:
+def quit_gracefully(running: Running) -> int:
     """Return the frames still in flight when the drain deadline passed (0 when all were delivered)."""
-    inputs = [m.alias for m in pipeline.section("inputs")]
-    master.stop_programs(list(reversed(inputs)))
-    deadline = time.monotonic() + pipeline.service.drain_timeout
-    left = _in_flight(bus)
-    while left and time.monotonic() < deadline:
-        time.sleep(DRAIN_POLL_S)
+    running.master.stop_programs(list(reversed(running.aliases("inputs"))))
+    bus = running.bus()
+    try:
+        deadline = time.monotonic() + running.service().drain_timeout
         left = _in_flight(bus)
-    master.shutdown()
+        while left and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+            left = _in_flight(bus)
+    finally:
+        bus.close()
+    running.master.shutdown()
     return left
 
 

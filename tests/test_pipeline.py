@@ -1,0 +1,118 @@
+"""End to end through pipectl: embedded broker, supervisord, real model, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import MEDIA
+from peers import wait_for
+from workspace import PHOTOS, Workspace, pipeline_yaml, runner_processes
+
+EXPECTED = {"dog": {"dog"}, "person": {"person"}, "horses": {"horse"}, "eagle": {"bird"}}
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path)
+    workspace.write(pipeline_yaml())
+    yield workspace
+    workspace.force_stop()
+
+
+def classes(result: dict) -> set[str]:
+    return {d["class_name"] for d in result["detections"]}
+
+
+def test_photos_in_detections_out_bad_files_aside_and_quit_leaves_nothing(ws: Workspace) -> None:
+    ws.pipectl("start")
+    assert "already running" in ws.pipectl("start", check=False).stderr
+    for photo in PHOTOS:
+        ws.drop(photo, photo)
+    (ws.inbox / "broken.jpg").write_bytes((MEDIA / "dog.jpg").read_bytes()[:20000])
+    (ws.inbox / "notes.jpg").write_text("this is not an image\n")
+
+    results = {Path(r["source"]).stem: r for r in ws.wait_results(len(PHOTOS))}
+    for stem, wanted in EXPECTED.items():
+        assert wanted <= classes(results[stem]), (stem, classes(results[stem]))
+    assert classes(results["dog"]) & {"car", "truck"}
+    assert results["dog"]["width"] == 768 and results["dog"]["model"] == "yolov3-tiny-coco"
+    lines = (ws.results / "dog.txt").read_text().splitlines()
+    assert len(lines) == len(results["dog"]["detections"]) and len(lines[0].split()) == 6
+
+    failed = ws.inbox / ".failed"
+    wait_for(lambda: (failed / "notes.jpg.error.txt").exists() and (failed / "broken.jpg.error.txt").exists())
+    assert "truncated JPEG" in (failed / "broken.jpg.error.txt").read_text()
+    assert "not a JPEG, PNG" in (failed / "notes.jpg.error.txt").read_text()
+    assert sorted(p.name for p in (ws.inbox / ".done").iterdir()) == sorted(PHOTOS)
+
+    assert len(runner_processes(ws.root)) == 3
+    ws.pipectl("-s", "quit")
+    assert runner_processes(ws.root) == []
+    assert not (ws.root / "run" / "supervisord.pid").exists()
+
+
+def test_reload_restarts_only_the_changed_module_and_keeps_running_on_error(ws: Workspace) -> None:
+    ws.pipectl("start")
+    wait_for(lambda: set(ws.pids()) == {"embedded-broker", "uploads", "detector", "results"})
+    before = ws.pids()
+
+    ws.write(pipeline_yaml(out_extra="      save_image: raw\n"))
+    assert "restarted ['results']" in ws.pipectl("-s", "reload").stdout
+    wait_for(lambda: "results" in ws.pids())
+    after = ws.pids()
+    assert after["results"] != before["results"]
+    assert {k: v for k, v in after.items() if k != "results"} == {k: v for k, v in before.items() if k != "results"}
+
+    ws.write(pipeline_yaml(out_extra="      save_image: sideways\n"))
+    result = ws.pipectl("-s", "reload", check=False)
+    assert result.returncode == 1 and "pipeline.outputs[0].save_image" in result.stderr
+    assert ws.pids() == after
+
+    ws.drop("dog.jpg", "dog.jpg")
+    ws.wait_results(1)
+    assert (ws.results / "dog.jpg").read_bytes() == (MEDIA / "dog.jpg").read_bytes()  # the new option is live
+
+
+def test_reopen_makes_every_process_reopen_its_log(ws: Workspace) -> None:
+    ws.pipectl("start")
+    log = ws.root / "run" / "logs" / "uploads.log"
+    wait_for(lambda: log.exists() and "watching" in log.read_text())
+    log.rename(log.with_suffix(".log.1"))
+    ws.pipectl("-s", "reopen")
+    ws.drop("notes.jpg", "dog.jpg")
+    (ws.inbox / "bad.jpg").write_text("not an image")
+    wait_for(lambda: log.exists() and "bad.jpg" in log.read_text())
+
+
+def test_detector_killed_with_50_images_queued_still_gives_each_exactly_one_result(ws: Workspace) -> None:
+    ws.pipectl("start")
+    for i in range(50):
+        ws.drop(f"img{i:02d}.jpg", PHOTOS[i % len(PHOTOS)])
+    wait_for(lambda: len(ws.result_files()) >= 3, 60, "first results")
+    os.kill(ws.pids()["detector"], signal.SIGKILL)
+
+    results = ws.wait_results(50, timeout=120)
+    assert len(results) == 50
+    assert sorted(r["source"] for r in results) == [f"img{i:02d}.jpg" for i in range(50)]
+    assert not list(ws.results.glob(".*.tmp"))  # atomic writes: no half-written files left
+    assert "exited: detector (terminated by SIGKILL" in (ws.root / "run" / "logs" / "supervisord.log").read_text()
+
+
+def test_fast_stop_loses_nothing_and_the_next_start_finishes(ws: Workspace) -> None:
+    ws.pipectl("start")
+    for i in range(30):
+        ws.drop(f"img{i:02d}.jpg", PHOTOS[i % len(PHOTOS)])
+    wait_for(lambda: len(ws.result_files()) >= 2, 60, "first results")
+    ws.pipectl("-s", "stop")
+    assert runner_processes(ws.root) == []
+    done_before_restart = len(ws.result_files())
+    assert done_before_restart < 30, "stopped too late to test anything"
+
+    ws.pipectl("start")
+    results = ws.wait_results(30, timeout=120)
+    assert sorted(r["source"] for r in results) == [f"img{i:02d}.jpg" for i in range(30)]
