@@ -31,6 +31,7 @@ pipeline:
       alias: uploads
       tag: uploads
       path: in
+      incomplete_timeout: 2s
   processors:
     - name: yolo
       alias: detector

@@ -20,7 +20,7 @@ from ..config.registry import CheckContext
 from ..config.schema import InputOptions
 from ..config.types import Duration
 from ..config.yamlpos import Loc
-from ..errors import BadInput
+from ..errors import BadInput, IncompleteImage
 from .base import Input
 from .images import inspect_image
 from .ledger import Ledger
@@ -28,6 +28,7 @@ from .ledger import Ledger
 DEFAULT_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.webp"]
 DEFAULT_SETTLE_S = 0.5
 DEFAULT_RESCAN_S = 10.0
+DEFAULT_INCOMPLETE_TIMEOUT_S = 10.0
 TICK_S = 0.1
 
 
@@ -51,6 +52,11 @@ class DirImagesOptions(InputOptions):
     settle: Duration = Field(
         DEFAULT_SETTLE_S,
         description="A file is taken once its size and mtime have not changed for this long.",
+    )
+    incomplete_timeout: Duration = Field(
+        DEFAULT_INCOMPLETE_TIMEOUT_S,
+        description="A truncated image is waited for (a slow writer may finish it) until it has not changed "
+        "for this long; then it goes to failed_dir.",
     )
     rescan: Duration = Field(
         DEFAULT_RESCAN_S, gt=0, description="Full rescan period, for file systems that miss change events."
@@ -163,6 +169,12 @@ class FolderWatcher(FileSystemEventHandler):
         if not ledger.seen(*identity):
             try:
                 fmt, width, height = inspect_image(data)
+            except IncompleteImage as exc:
+                if time.time() - stat.st_mtime < self.options.incomplete_timeout:
+                    self.offer(path)  # perhaps a slow writer paused longer than `settle`: look again later
+                else:
+                    self.fail(path, str(exc))
+                return
             except BadInput as exc:
                 self.fail(path, str(exc))
                 return
