@@ -10,6 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 from ..config.schema import ServiceOptions
 from ..errors import BusError, FrameMissing
 from .base import Bus, Flow, FrameStore, register_backend
+from .middleware import ReleaseFailedFrames
 
 NAMESPACE = "framefarm"
 MAINTENANCE_CHANCE = 50_000  # per million commands: reclaims a dead worker's messages within seconds
@@ -113,6 +114,7 @@ class RedisBus(Bus):
         )
         self.frames = RedisFrameStore(self.client)
         self.flow = RedisFlow(self.client)
+        self.broker.add_middleware(ReleaseFailedFrames(self.frames, self.flow))
 
     def ping(self) -> None:
         try:
