@@ -116,3 +116,17 @@ def test_fast_stop_loses_nothing_and_the_next_start_finishes(ws: Workspace) -> N
     ws.pipectl("start")
     results = ws.wait_results(30, timeout=120)
     assert sorted(r["source"] for r in results) == [f"img{i:02d}.jpg" for i in range(30)]
+
+
+def test_graceful_quit_delivers_every_frame_already_published(ws: Workspace) -> None:
+    ws.pipectl("start")
+    names = [f"img{i:02d}.jpg" for i in range(20)]
+    for i, name in enumerate(names):
+        ws.drop(name, PHOTOS[i % len(PHOTOS)])
+    wait_for(lambda: len(ws.result_files()) >= 1, 60, "first result")
+    ws.pipectl("-s", "quit")
+    assert runner_processes(ws.root) == []
+    waiting = {p.name for p in ws.inbox.glob("*.jpg")}  # not yet taken: the next start takes them
+    delivered = {Path(r["source"]).name for r in ws.wait_results(0)}
+    assert delivered | waiting == set(names)
+    assert delivered.isdisjoint(waiting)
