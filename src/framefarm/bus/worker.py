@@ -10,7 +10,7 @@ import dramatiq
 
 from .base import Bus
 
-WORKER_TIMEOUT_MS = 1000  # how often idle threads look at the stop flag
+WORKER_TIMEOUT_MS = 100  # idle poll period: bounds both the stop delay and the wake-up latency of an idle worker
 
 
 def serve_queue(
