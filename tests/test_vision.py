@@ -10,7 +10,9 @@ import pytest
 from framefarm.errors import ModelError
 from framefarm.vision.decode import decode_yolov8, detections_for
 from framefarm.vision.detections import Detection, yolo_lines
+from framefarm.vision.detector import Detector
 from framefarm.vision.draw import draw_detections
+from framefarm.vision.formats import OutputFormat
 from framefarm.vision.letterbox import PAD_VALUE, Letterbox, letterbox, to_tensor
 from framefarm.vision.model import YoloModel, load_names
 
@@ -19,6 +21,10 @@ ASSETS = Path(__file__).resolve().parents[1] / "media"
 MODEL_PATH = ROOT / "models" / "yolov3-tiny-coco.onnx"
 NAMES_PATH = ROOT / "models" / "coco.names"
 CONF, IOU, MAX_DET = 0.25, 0.45, 300
+SURE = 0.5
+"""Detections this confident must survive any batch size; weaker ones may flicker across the threshold."""
+SAME_OBJECT_IOU = 0.5
+BATCH_SIZES = (1, 2, 4, 8)
 
 # photo -> class names that must all be found; a tuple means any one of them will do
 EXPECTED = {
@@ -155,6 +161,8 @@ def test_model_attributes(model: YoloModel) -> None:
     assert model.input_dtype is np.float32
     assert model.fixed_batch is None
     assert model.metadata_names is None
+    assert model.format is OutputFormat.YOLOV8 and model.output_shape == (1, 84, 2535)
+    assert model.output_classes == 80 and model.providers == ["CPUExecutionProvider"] and not model.on_gpu
 
 
 def test_load_names(model: YoloModel, names: list[str]) -> None:
@@ -195,6 +203,34 @@ def test_real_photos_batched_and_alone_agree(model: YoloModel, names: list[str])
         for det in detections:
             x1, y1, x2, y2 = det.box
             assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height and det.confidence >= CONF
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _assert_confident_found(reference: list[Detection], other: list[Detection], where: str) -> None:
+    for det in reference:
+        if det.confidence >= SURE:
+            same = [o for o in other if o.class_id == det.class_id and _iou(o.box, det.box) >= SAME_OBJECT_IOU]
+            assert same, f"{where}: {det} has no match in {other}"
+
+
+def test_detector_results_do_not_depend_on_batch_size(model: YoloModel) -> None:
+    """8 photos through max_batch 1, 2, 4 and 8: every confident detection is found every time."""
+    images = [cv2.imread(str(ASSETS / photo)) for photo in EXPECTED] * 2
+    runs = {size: Detector(model, conf=CONF, iou=IOU, max_batch=size).detect(images) for size in BATCH_SIZES}
+    reference = runs[1]
+    assert all(any(d.confidence >= SURE for d in dets) for dets in reference)
+    for size, results in runs.items():
+        assert len(results) == len(images)
+        for i, (ref, got) in enumerate(zip(reference, results, strict=True)):
+            _assert_confident_found(ref, got, f"image {i}, batch {size}")
+            _assert_confident_found(got, ref, f"image {i}, batch {size} vs 1")
 
 
 def test_draw_detections_returns_annotated_copy(names: list[str]) -> None:

@@ -59,7 +59,7 @@ class StageKind(ModuleKind):
                 self.ctx.bus,
                 self.ctx.alias,
                 on_message,
-                threads=self.options.threads,
+                threads=self.options.worker_threads,
                 stop=stop,
                 stop_timeout=self.ctx.service.stop_timeout,
             )

@@ -98,14 +98,21 @@ class InputOptions(ModuleOptions):
     )
 
 
-class ProcessorOptions(ModuleOptions):
+class StageOptions(ModuleOptions):
+    """Options of modules fed by a queue: processors and outputs."""
+
+    match: TagGlob = Field("*", description="Glob on tags (fluent-bit Match) of the frames to take.")
+    threads: int | None = Field(2, ge=1, le=512, description="Worker threads per process.")
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or 1
+
+
+class ProcessorOptions(StageOptions):
     section: ClassVar[str] = "processors"
-    match: TagGlob = Field("*", description="Glob on tags (fluent-bit Match) of the frames to process.")
     workers: int = Field(1, ge=1, le=64, description="Worker processes.")
-    threads: int = Field(2, ge=1, le=256, description="Worker threads per process.")
 
 
-class OutputOptions(ModuleOptions):
+class OutputOptions(StageOptions):
     section: ClassVar[str] = "outputs"
-    match: TagGlob = Field("*", description="Glob on tags of the frames (and results) to deliver.")
-    threads: int = Field(2, ge=1, le=256, description="Delivery threads.")

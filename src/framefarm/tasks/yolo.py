@@ -1,4 +1,8 @@
-"""Processor ``yolo``: object detection with a YOLO ONNX network on onnxruntime."""
+"""Processor ``yolo``: object detection with a YOLO ONNX network on onnxruntime, in micro-batches.
+
+Each Dramatiq worker thread decodes its own frame (OpenCV releases the GIL, so threads decode in
+parallel) and hands the image to one micro-batcher per process, which runs one inference per batch.
+"""
 
 from __future__ import annotations
 
@@ -14,25 +18,51 @@ from ..bus.message import FrameMessage
 from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import ProcessorOptions
+from ..config.types import Duration
 from ..config.yamlpos import Loc
 from ..errors import BadInput, ModelError
 from ..vision.detector import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, Detector
 from ..vision.model import YoloModel, load_names
 from .base import Processor
+from .batcher import MicroBatcher
+
+DEFAULT_BATCH = 8
+DEFAULT_MAX_WAIT_S = 0.010
+THREADS_PER_BATCH_SLOT = 2  # one frame in the running batch, one decoding for the next
 
 
 class YoloOptions(ProcessorOptions):
     name: Literal["yolo"] = Field(description="Detect objects with a YOLO ONNX network.")
-    model: Path = Field(description="The ONNX file (YOLOv8/YOLO11 layout: output [N, 4+C, A]).")
+    model: Path = Field(
+        description="The ONNX file: YOLOv8/YOLO11/YOLOv9 [N,4+C,A], YOLOv5/v7 [N,A,5+C] or end-to-end [N,K,6]."
+    )
+    format: Literal["auto", "yolov8", "yolov5", "end2end"] = Field(
+        "auto", description="Output layout; auto detects it from the output shape."
+    )
     names: Path | list[str] | None = Field(
         None, description="Class names: a file with one per line, or a list; default: the model's metadata."
     )
     conf: float = Field(DEFAULT_CONF, gt=0, le=1, description="Minimum confidence of a detection.")
     iou: float = Field(DEFAULT_IOU, gt=0, le=1, description="IoU above which NMS merges boxes of one class.")
     max_det: int = Field(DEFAULT_MAX_DET, ge=1, description="At most this many detections per frame.")
-    intra_threads: int | None = Field(
-        None, ge=1, description="onnxruntime intra-op threads per process; default: all cores."
+    batch: int = Field(DEFAULT_BATCH, ge=1, le=256, description="Frames per inference (static models: theirs).")
+    max_wait: Duration = Field(
+        DEFAULT_MAX_WAIT_S, description="A batch runs this long after its first frame even if not full."
     )
+    threads: int | None = Field(  # type: ignore[assignment]
+        None, ge=1, le=512, description="Worker threads per process; default 2 x batch, to keep batches full."
+    )
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto", description="onnxruntime execution provider; a missing one falls back (logged) to the next."
+    )
+    device_id: int = Field(0, ge=0, description="GPU index for cuda and tensorrt.")
+    intra_threads: int | None = Field(
+        None, ge=1, description="onnxruntime intra-op threads per process; default: the cores it may use."
+    )
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or THREADS_PER_BATCH_SLOT * self.batch
 
 
 def _names(options: YoloOptions, resolve: Callable[[Path], Path], model: YoloModel) -> list[str]:
@@ -46,8 +76,9 @@ class Yolo(Processor):
 
     @classmethod
     def check(cls, options: YoloOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        """Loads the model on CPU (never builds a TensorRT engine just to test a config)."""
         try:
-            model = YoloModel(ctx.resolve(options.model), threads=1)
+            model = YoloModel(ctx.resolve(options.model), threads=1, device="cpu", format=options.format)
         except ModelError as exc:
             yield ("model",), str(exc)
             return
@@ -62,19 +93,37 @@ class Yolo(Processor):
 
     def setup(self) -> None:
         options: YoloOptions = self.options
-        model = YoloModel(self.ctx.resolve(options.model), threads=options.intra_threads)
+        model = YoloModel(
+            self.ctx.resolve(options.model),
+            threads=options.intra_threads,
+            device=options.device,
+            device_id=options.device_id,
+            format=options.format,
+            max_batch=options.batch,
+        )
         self.names = _names(options, self.ctx.resolve, model)
-        self.detector = Detector(model, conf=options.conf, iou=options.iou, max_det=options.max_det)
-        self.ctx.log.info("model %s, input %s, %d classes", model.name, model.input_size, len(self.names))
+        self.detector = Detector(
+            model, conf=options.conf, iou=options.iou, max_det=options.max_det, max_batch=options.batch
+        )
+        self.batcher = MicroBatcher(self.detector.detect, size=self.detector.max_batch, max_wait=options.max_wait)
+        self.ctx.log.info(
+            "model %s (%s), input %s, %d classes, batch %d, providers %s",
+            model.name, model.format, model.input_size, len(self.names), self.detector.max_batch, model.providers,
+        )  # fmt: skip
+
+    def teardown(self) -> None:
+        self.batcher.close()
+        self.ctx.log.info("ran %d batches, %d frames", self.batcher.batches, self.batcher.items)
 
     def process(self, message: FrameMessage, frame: bytes) -> FrameMessage:
         image = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise BadInput(f"frame {message.key} of {message.source} is not decodable")
-        (detections,) = self.detector.detect([image])
+        detections = self.batcher.submit(image)
+        height, width = image.shape[:2]
         return message.model_copy(
             update={
                 "model": self.detector.model.name,
-                "detections": [d.to_json(self.names, message.width, message.height) for d in detections],
+                "detections": [d.to_json(self.names, width, height) for d in detections],
             }
         )

@@ -26,6 +26,14 @@ class Letterbox:
         return (boxes - pad) / np.float32(self.scale)
 
 
+def _pad_borders(out: np.ndarray, top: int, left: int, height: int, width: int) -> None:
+    """Grey only the strips around the image region; the resize overwrites the rest anyway."""
+    out[:top] = PAD_VALUE
+    out[top + height :] = PAD_VALUE
+    out[top : top + height, :left] = PAD_VALUE
+    out[top : top + height, left + width :] = PAD_VALUE
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
     """Resize a BGR HxWx3 uint8 image into a (height, width) canvas, centred and padded with PAD_VALUE.
 
@@ -44,7 +52,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None =
         out = np.empty((target_h, target_w, 3), dtype=np.uint8)
     elif out.shape != (target_h, target_w, 3) or out.dtype != np.uint8:
         raise ValueError(f"out must be a {target_h}x{target_w}x3 uint8 array, got {out.shape} {out.dtype}")
-    out[:] = PAD_VALUE
+    _pad_borders(out, top, left, new_h, new_w)
     region = out[top : top + new_h, left : left + new_w]
     cv2.resize(image, (new_w, new_h), dst=region, interpolation=cv2.INTER_LINEAR)
     return out, Letterbox(scale=scale, pad_x=float(left), pad_y=float(top))
