@@ -37,8 +37,8 @@ class BadInput(SourceError):
     """One item of the source (a file, a frame) is unreadable; it is set aside, the input goes on."""
 
 
-class IncompleteImage(BadInput):
-    """An image that ends too early: still being written, or truncated for good if it stays so."""
+class IncompleteFile(BadInput):
+    """A file that ends too early: still being written, or truncated for good if it stays so."""
 
 
 class SinkError(FramefarmError):

@@ -6,6 +6,7 @@ from .config.registry import load_plugins
 
 BUILTIN_KINDS = [
     "framefarm.ingest.dir_images",
+    "framefarm.ingest.dir_videos",
     "framefarm.tasks.yolo",
     "framefarm.outputs.image_files",
 ]

@@ -41,8 +41,10 @@ class FramesOptions(StrictModel):
         DEFAULT_LOSSLESS_TTL_S,
         description="How long a frame of a file input is kept if nobody releases it (no loss across restarts).",
     )
-    format: Literal["jpeg", "png"] = Field(
-        "jpeg", description="Encoding for decoded frames; image files are stored as they are."
+    format: Literal["jpeg", "png", "raw"] = Field(
+        "jpeg",
+        description="Encoding of decoded video frames in the store (raw = BGR pixels: no codec work, 3 bytes "
+        "a pixel); image files are stored as they are.",
     )
     quality: int = Field(90, ge=1, le=100, description="JPEG quality for encoded frames.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..errors import BadInput, IncompleteImage
+from ..errors import BadInput, IncompleteFile
 
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
@@ -32,9 +32,9 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
     """
     fmt = sniff_format(data)
     if fmt == "jpeg" and JPEG_END not in data[-64:]:
-        raise IncompleteImage("truncated JPEG: no end-of-image marker")
+        raise IncompleteFile("truncated JPEG: no end-of-image marker")
     if fmt == "png" and not data.rstrip(b"\0").endswith(PNG_END):
-        raise IncompleteImage("truncated PNG: no IEND chunk")
+        raise IncompleteFile("truncated PNG: no IEND chunk")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadInput(f"corrupt {fmt.upper()}: the decoder rejected it")

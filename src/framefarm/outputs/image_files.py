@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Literal
 
-import cv2
-import numpy as np
 from pydantic import Field
 
 from ..bus.message import FrameMessage
@@ -17,7 +15,7 @@ from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import OutputOptions
 from ..config.yamlpos import Loc
-from ..errors import BadInput
+from ..vision.codec import decode_frame, encode_frame
 from ..vision.detections import Detection
 from ..vision.draw import draw_detections
 from .base import Output
@@ -69,18 +67,15 @@ class ImageFiles(Output):
         write_atomic(folder / f"{stem}.json", json.dumps(result_json(message), indent=1).encode())
 
     def image(self, message: FrameMessage) -> tuple[str, bytes]:
-        """(file suffix, bytes) of the frame as asked by ``save_image``."""
+        """(file suffix, bytes) of the frame as asked by ``save_image``; raw pixels are written as PNG."""
         frame = self.ctx.bus.frames.get(message.key)
+        if self.options.save_image == "raw" and message.format in EXTENSIONS:
+            return EXTENSIONS[message.format], frame
+        image = decode_frame(frame, message.format, message.width, message.height)
         if self.options.save_image == "raw":
-            return EXTENSIONS.get(message.format, ".img"), frame
-        image = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise BadInput(f"frame of {message.source} is not decodable")
+            return ".png", encode_frame(image, "png", ANNOTATED_JPEG_QUALITY)
         detections = [Detection(d["class_id"], d["confidence"], tuple(d["box"])) for d in message.detections or []]
         names = {d["class_id"]: d["class_name"] for d in message.detections or []}
         labels = [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
         annotated = draw_detections(image, detections, labels)
-        ok, encoded = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, ANNOTATED_JPEG_QUALITY])
-        if not ok:
-            raise BadInput(f"cannot encode the annotated frame of {message.source}")
-        return ".jpg", encoded.tobytes()
+        return ".jpg", encode_frame(annotated, "jpeg", ANNOTATED_JPEG_QUALITY)

@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-import cv2
-import numpy as np
 from pydantic import Field
 
 from ..bus.message import FrameMessage
@@ -20,7 +18,8 @@ from ..config.registry import CheckContext
 from ..config.schema import ProcessorOptions
 from ..config.types import Duration
 from ..config.yamlpos import Loc
-from ..errors import BadInput, ModelError
+from ..errors import ModelError
+from ..vision.codec import decode_frame
 from ..vision.detector import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, Detector
 from ..vision.model import YoloModel, load_names
 from .base import Processor
@@ -116,9 +115,7 @@ class Yolo(Processor):
         self.ctx.log.info("ran %d batches, %d frames", self.batcher.batches, self.batcher.items)
 
     def process(self, message: FrameMessage, frame: bytes) -> FrameMessage:
-        image = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise BadInput(f"frame {message.key} of {message.source} is not decodable")
+        image = decode_frame(frame, message.format, message.width, message.height)
         detections = self.batcher.submit(image)
         height, width = image.shape[:2]
         return message.model_copy(

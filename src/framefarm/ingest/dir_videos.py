@@ -1,0 +1,72 @@
+"""Input ``dir_videos``: video files dropped into a folder become frames, each frame exactly once.
+
+A restart resumes a file at the first frame not yet published (the ledger records progress).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Literal
+
+import av
+from pydantic import Field
+
+from ..config import registry
+from ..errors import BadInput, IncompleteFile
+from ..vision.codec import encode_frame
+from .folder import FolderInput, FolderOptions, Progress
+
+DEFAULT_PATTERNS = ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.webm", "*.ts"]
+
+
+class DirVideosOptions(FolderOptions):
+    name: Literal["dir_videos"] = Field(description="Watch a folder for video files and publish their frames.")
+    patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PATTERNS),
+        min_length=1,
+        description="File name globs to take, case-insensitive.",
+    )
+    fps: float | None = Field(
+        None, gt=0, description="Publish at most this many frames per second of video (by timestamp); all if unset."
+    )
+
+
+@registry.inputs.register
+class DirVideos(FolderInput):
+    Options = DirVideosOptions
+
+    def publish_file(self, path: Path, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
+        try:
+            container = av.open(str(path))
+        except (av.FFmpegError, OSError) as exc:
+            raise IncompleteFile(f"cannot open as video: {exc}") from exc
+        with container:
+            if not container.streams.video:
+                raise BadInput("no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                return self._publish_frames(container.decode(stream), source, start, progress, stop)
+            except av.FFmpegError as exc:
+                raise BadInput(f"video stream broken after some frames: {exc}") from exc
+
+    def _publish_frames(self, frames, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
+        frames_cfg = self.ctx.service.frames
+        min_gap = 1.0 / self.options.fps if self.options.fps else 0.0
+        last_pts: float | None = None
+        for index, frame in enumerate(frames):
+            if index < start:
+                continue
+            pts = float(frame.time) if frame.time is not None else None
+            if min_gap and pts is not None and last_pts is not None and pts - last_pts < min_gap - 1e-6:
+                continue
+            image = frame.to_ndarray(format="bgr24")
+            data = encode_frame(image, frames_cfg.format, frames_cfg.quality)
+            height, width = image.shape[:2]
+            kwargs = {"fmt": frames_cfg.format, "width": width, "height": height, "source": source}
+            if not self.publisher.publish(data, **kwargs, stop=stop, pts=pts, frame_index=index):
+                return False
+            last_pts = pts
+            progress(index + 1)
+        return True

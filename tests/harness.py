@@ -1,0 +1,63 @@
+"""Run one input module in a thread against a real Redis, and read what it queued."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dramatiq
+
+from framefarm.bus import connect
+from framefarm.bus.base import Bus
+from framefarm.bus.context import ModuleContext
+from framefarm.bus.message import FrameMessage
+from framefarm.config.routing import Routes, Stage
+from framefarm.config.schema import ServiceOptions
+from framefarm.ingest.base import Input
+
+QUEUE = "sink"
+
+
+def make_input(
+    kind: type[Input], tmp_path: Path, redis_url: str, service: ServiceOptions | None = None, **options: object
+) -> Input:
+    service = service or ServiceOptions(runtime_dir=tmp_path / "run")
+    (tmp_path / "in").mkdir(exist_ok=True)
+    raw = {"name": kind.kind_name(), "alias": "uploads", "tag": "t", "path": "in", "settle": 0.2, **options}
+    ctx = ModuleContext(
+        alias="uploads",
+        options=kind.Options.model_validate(raw),
+        service=service,
+        routes=Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
+        bus=connect(redis_url, service),
+        base_dir=tmp_path,
+        runtime_dir=tmp_path / "run",
+        log=logging.getLogger("test"),
+    )
+    return kind(ctx)
+
+
+@contextmanager
+def running(module: Input) -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(target=module.run, args=(stop,))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def queued(bus: Bus) -> list[FrameMessage]:
+    """Messages waiting in the sink queue, oldest first (read without consuming)."""
+    client = bus.client  # the Redis backend's client: these tests read the Redis layout
+    ids = client.lrange(f"framefarm:{QUEUE}", 0, -1)
+    return [
+        FrameMessage.model_validate(dramatiq.Message.decode(client.hget(f"framefarm:{QUEUE}.msgs", i)).args[0])
+        for i in ids
+    ]
