@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+from machine import machine
 
 from framefarm.vision.detector import DEFAULT_CONF, DEFAULT_IOU, Detector
 from framefarm.vision.model import YoloModel
@@ -116,38 +112,6 @@ def _table(rows: list[tuple[int, float]]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _gpu_name() -> str | None:
-    """The GPU's name from nvidia-smi, when there is one to name."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-    return done.stdout.strip() or None
-
-
-def _machine(model: YoloModel, threads: int) -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    lines = [
-        f"cpu: {_cpu_model()}, {usable} usable cores of {os.cpu_count()}, intra-op threads {threads}",
-        f"onnxruntime {ort.__version__}; available providers: {', '.join(ort.get_available_providers())}",
-        f"active providers: {', '.join(model.providers)}",
-    ]
-    gpu = _gpu_name() if model.on_gpu else None
-    if gpu:
-        lines.append(f"gpu: {gpu}")
-    return "\n".join(lines)
-
-
 def _describe(model: YoloModel, args: argparse.Namespace, images: int) -> str:
     height, width = model.input_size
     batch = f"fixed batch {model.fixed_batch} (smaller batches are padded)" if model.fixed_batch else "dynamic batch"
@@ -180,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(_table(rows))
     print()
-    print(_machine(model, threads))
+    print(machine(model, threads))
 
 
 if __name__ == "__main__":

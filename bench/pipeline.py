@@ -1,0 +1,164 @@
+"""The whole pipeline against the bare loop, on the same video, model, batch and threads, in one run.
+
+    python bench/pipeline.py [--video V] [--model M.onnx] [--size 640] [--batch 8] [--device cpu]
+
+(1) bare loop: one process decodes the video with PyAV, letterboxes and runs onnxruntime in batches;
+(2) pipeline: `pipectl start` on the embedded broker with a dir_videos input, the yolo processor and an
+image_files output; the video is dropped into the watched folder and every frame's JSON result counted.
+Pipeline time runs from the first frame's capture to the last result written. The last line is
+`efficiency=<pipeline fps / bare fps> ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+from machine import machine, usable_cores
+
+from framefarm.vision.detector import Detector
+from framefarm.vision.model import YoloModel
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_VIDEO = SHARED / "media" / "vtest.avi"
+DEFAULT_MODEL = SHARED / "models" / "yolov8n-untrained.onnx"
+RESULT_TIMEOUT_S = 900
+MS = 1000.0
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--size", type=int, default=640, help="input size for dynamic-size models")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="auto|cpu|cuda|tensorrt")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    parser.add_argument("--format", default="raw", choices=["raw", "jpeg", "png"], help="frames.format")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="default: 3 x batch")
+    return parser.parse_args(argv)
+
+
+def bare_loop(args: argparse.Namespace, threads: int) -> tuple[int, float]:
+    """Frames and seconds for decode + letterbox + batched inference in one process, no queue."""
+    model = YoloModel(args.model, threads=threads, device=args.device, size=(args.size, args.size))
+    detector = Detector(model, max_batch=args.batch)
+    detector.detect([next(_frames(args.video))])  # warm-up, as the pipeline's worker has had
+    started, frames, batch = time.perf_counter(), 0, []
+    for image in _frames(args.video):
+        batch.append(image)
+        if len(batch) == args.batch:
+            detector.detect(batch)
+            frames, batch = frames + len(batch), []
+    if batch:
+        detector.detect(batch)
+        frames += len(batch)
+    return frames, time.perf_counter() - started
+
+
+def _frames(video: Path):
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="bgr24")
+
+
+def _pipeline_yaml(args: argparse.Namespace, threads: int) -> str:
+    in_flight = args.max_in_flight or 3 * args.batch
+    return f"""\
+service:
+  runtime_dir: run
+  frames: {{format: {args.format}}}
+pipeline:
+  inputs:
+    - name: dir_videos
+      alias: video
+      tag: video
+      path: in
+      settle: 50ms
+      max_in_flight: {in_flight}
+  processors:
+    - name: yolo
+      alias: detector
+      model: {args.model}
+      batch: {args.batch}
+      device: {args.device}
+      intra_threads: {threads}
+  outputs:
+    - name: image_files
+      alias: results
+      path: out
+"""
+
+
+def pipeline(args: argparse.Namespace, threads: int, frames: int) -> tuple[float, list[float]]:
+    """(seconds from first capture to last result, per-frame latencies in seconds) through pipectl."""
+    with tempfile.TemporaryDirectory(prefix="ffbench-") as tmp:
+        root = Path(tmp)
+        (root / "in").mkdir()
+        config = root / "pipeline.yaml"
+        config.write_text(_pipeline_yaml(args, threads))
+        pipectl = [sys.executable, "-m", "framefarm.cli"]
+        started = subprocess.run([*pipectl, "start", "-c", str(config)], capture_output=True, text=True)
+        if started.returncode != 0:
+            raise SystemExit(f"pipectl start failed:\n{started.stderr}")
+        try:
+            _wait_for(lambda: "model" in _read(root / "run" / "logs" / "detector.log"), 120)
+            shutil.copyfile(args.video, root / f".{args.video.name}")
+            os.replace(root / f".{args.video.name}", root / "in" / args.video.name)
+            results = root / "out" / "video"
+            _wait_for(lambda: results.is_dir() and len(os.listdir(results)) >= 2 * frames, RESULT_TIMEOUT_S)
+        finally:
+            subprocess.run([*pipectl, "-s", "quit", "-c", str(config)], check=False, capture_output=True)
+        done = [(json.loads(p.read_text())["captured_at"], p.stat().st_mtime) for p in results.glob("*.json")]
+    if len(done) != frames:
+        raise SystemExit(f"pipeline delivered {len(done)} results for {frames} frames")
+    first = min(captured for captured, _ in done)
+    last = max(written for _, written in done)
+    return last - first, [written - captured for captured, written in done]
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout}s")
+        time.sleep(0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _args(argv)
+    args.model, args.video = args.model.resolve(), args.video.resolve()
+    threads = args.threads or usable_cores()
+    frames, bare_s = bare_loop(args, threads)
+    bare_fps = frames / bare_s
+    print(f"bare loop: {frames} frames in {bare_s:.2f}s = {bare_fps:.1f} fps")
+    pipe_s, latencies = pipeline(args, threads, frames)
+    pipe_fps = frames / pipe_s
+    quantiles = statistics.quantiles(latencies, n=100)
+    print(f"pipeline:  {frames} frames in {pipe_s:.2f}s = {pipe_fps:.1f} fps (frames.format {args.format})")
+    print(machine(YoloModel(args.model, threads=threads, device=args.device), threads))
+    print(
+        f"efficiency={pipe_fps / bare_fps:.3f} pipeline_fps={pipe_fps:.1f} bare_fps={bare_fps:.1f} "
+        f"p50_latency_ms={quantiles[49] * MS:.0f} p99_latency_ms={quantiles[98] * MS:.0f} frames={frames} "
+        f"model={args.model.stem} batch={args.batch} device={args.device} cores={usable_cores()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
