@@ -18,13 +18,21 @@ class FrameMessage(BaseModel):
     pts: float | None = None
     frame_index: int | None = None  # position in a video file
     captured_at: float
-    width: int
+    width: int  # of the original frame: results are reported in its pixels
     height: int
+    scale: float = 1.0  # stored frame size / original size, below 1 when the input pre-shrank it
     key: str  # frame store key
     format: str  # jpeg, png, bmp, webp
     expires_at: float | None = None  # skip instead of processing after this wall-clock time
     model: str | None = None
     detections: list[dict[str, Any]] | None = None
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(width, height) of the frame as stored, which raw frames need to be decoded."""
+        if self.scale == 1.0:
+            return self.width, self.height
+        return max(1, round(self.width * self.scale)), max(1, round(self.height * self.scale))
 
     def is_stale(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) > self.expires_at

@@ -47,6 +47,12 @@ class FramesOptions(StrictModel):
         "a pixel); image files are stored as they are.",
     )
     quality: int = Field(90, ge=1, le=100, description="JPEG quality for encoded frames.")
+    max_side: int | None = Field(
+        None,
+        ge=32,
+        description="Video inputs shrink decoded frames to at most this many pixels a side before storing them "
+        "(less bus traffic); results are still reported in the original frame's pixels.",
+    )
 
 
 class ServiceOptions(StrictModel):

@@ -59,6 +59,7 @@ class Publisher:
         pts: float | None = None,
         frame_index: int | None = None,
         captured_at: float | None = None,
+        scale: float = 1.0,
     ) -> bool:
         """Put one encoded frame on the bus; False when it was dropped (live) or ``stop`` came first."""
         bus, alias = self.ctx.bus, self.ctx.alias
@@ -81,6 +82,7 @@ class Publisher:
             captured_at=captured_at,
             width=width,
             height=height,
+            scale=scale,
             key=key,
             format=fmt,
             expires_at=captured_at + self.options.max_age if self.options.max_age else None,

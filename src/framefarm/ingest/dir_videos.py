@@ -14,7 +14,7 @@ from pydantic import Field
 
 from ..config import registry
 from ..errors import BadInput, IncompleteFile
-from ..vision.codec import encode_frame
+from ..vision.codec import encode_frame, shrink
 from .folder import FolderInput, FolderOptions, Progress
 
 DEFAULT_PATTERNS = ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.webm", "*.ts"]
@@ -62,9 +62,10 @@ class DirVideos(FolderInput):
             if min_gap and pts is not None and last_pts is not None and pts - last_pts < min_gap - 1e-6:
                 continue
             image = frame.to_ndarray(format="bgr24")
-            data = encode_frame(image, frames_cfg.format, frames_cfg.quality)
             height, width = image.shape[:2]
-            kwargs = {"fmt": frames_cfg.format, "width": width, "height": height, "source": source}
+            stored, scale = shrink(image, frames_cfg.max_side)
+            data = encode_frame(stored, frames_cfg.format, frames_cfg.quality)
+            kwargs = {"fmt": frames_cfg.format, "width": width, "height": height, "source": source, "scale": scale}
             if not self.publisher.publish(data, **kwargs, stop=stop, pts=pts, frame_index=index):
                 return False
             last_pts = pts

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Literal
 
+import cv2
 from pydantic import Field
 
 from ..bus.message import FrameMessage
@@ -71,7 +72,9 @@ class ImageFiles(Output):
         frame = self.ctx.bus.frames.get(message.key)
         if self.options.save_image == "raw" and message.format in EXTENSIONS:
             return EXTENSIONS[message.format], frame
-        image = decode_frame(frame, message.format, message.width, message.height)
+        image = decode_frame(frame, message.format, *message.stored_size)
+        if message.scale != 1.0:  # draw on, and save, the frame in its original size
+            image = cv2.resize(image, (message.width, message.height), interpolation=cv2.INTER_LINEAR)
         if self.options.save_image == "raw":
             return ".png", encode_frame(image, "png", ANNOTATED_JPEG_QUALITY)
         detections = [Detection(d["class_id"], d["confidence"], tuple(d["box"])) for d in message.detections or []]

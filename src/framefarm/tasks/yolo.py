@@ -115,12 +115,11 @@ class Yolo(Processor):
         self.ctx.log.info("ran %d batches, %d frames", self.batcher.batches, self.batcher.items)
 
     def process(self, message: FrameMessage, frame: bytes) -> FrameMessage:
-        image = decode_frame(frame, message.format, message.width, message.height)
-        detections = self.batcher.submit(image)
-        height, width = image.shape[:2]
+        image = decode_frame(frame, message.format, *message.stored_size)
+        detections = [d.scaled(1.0 / message.scale) for d in self.batcher.submit(image)]
         return message.model_copy(
             update={
                 "model": self.detector.model.name,
-                "detections": [d.to_json(self.names, width, height) for d in detections],
+                "detections": [d.to_json(self.names, message.width, message.height) for d in detections],
             }
         )

@@ -22,6 +22,16 @@ def encode_frame(image: np.ndarray, fmt: str, quality: int) -> bytes:
     return encoded.tobytes()
 
 
+def shrink(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """(image no larger than ``max_side``, its size relative to the original) for cheaper transport."""
+    height, width = image.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return image, 1.0
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
 def decode_frame(data: bytes, fmt: str, width: int, height: int) -> np.ndarray:
     """A BGR image; BadInput when the bytes are not a frame of that format and size."""
     if fmt == RAW:

@@ -16,6 +16,13 @@ class Detection:
     confidence: float
     box: tuple[float, float, float, float]
 
+    def scaled(self, factor: float) -> "Detection":
+        """The same detection with its box multiplied by ``factor`` (a pre-shrunk frame back to original)."""
+        if factor == 1.0:
+            return self
+        x1, y1, x2, y2 = self.box
+        return Detection(self.class_id, self.confidence, (x1 * factor, y1 * factor, x2 * factor, y2 * factor))
+
     def yolo(self, width: int, height: int) -> tuple[float, float, float, float]:
         """Centre x, centre y, width, height normalised to 0..1, as YOLO label files expect."""
         x1, y1, x2, y2 = self.box
