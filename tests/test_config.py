@@ -95,7 +95,9 @@ def test_each_mistake_names_file_line_and_key(tmp_path: Path, old: str, new: str
 
 def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
     found = problems(write(tmp_path, VALID.replace("name: dir_images", "name: ftp")))
-    assert found == ['pipeline.yaml:6: pipeline.inputs[0].name: unknown input kind "ftp" (known: dir_images, dir_videos)']
+    assert found == [
+        'pipeline.yaml:6: pipeline.inputs[0].name: unknown input kind "ftp" (known: dir_images, dir_videos)'
+    ]
 
 
 def test_tag_without_output_is_reported(tmp_path: Path) -> None:
