@@ -58,7 +58,8 @@ class FramesOptions(StrictModel):
 class ServiceOptions(StrictModel):
     broker: str | None = Field(
         None,
-        description="redis://host:port/db or unix:///path.sock; left out = embedded Redis started by the master.",
+        description="redis://host:port/db, unix:///path.sock, nats://host:4222 or nsq://host:4150; "
+        "left out = embedded Redis started by the master.",
     )
     frames: FramesOptions = Field(default_factory=FramesOptions, description="The frame store.")
     runtime_dir: Path = Field(
