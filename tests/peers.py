@@ -142,3 +142,23 @@ def nsqlookupd_server(tmp: Path) -> Iterator[tuple[str, int]]:
     with running(command, tcp_port, tmp / f"nsqlookupd-{tcp_port}.log"):
         wait_for(lambda: port_open(http_port), what=f"nsqlookupd HTTP on port {http_port}")
         yield f"http://127.0.0.1:{http_port}", tcp_port
+
+
+class Restartable:
+    """A server started from a context-manager factory that a test can stop and start again."""
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        self.factory = factory
+        self.manager: object = None
+        self.url = ""
+
+    def start(self) -> str:
+        self.manager = self.factory()
+        started = self.manager.__enter__()
+        self.url = started[0] if isinstance(started, tuple) else started
+        return self.url
+
+    def stop(self) -> None:
+        if self.manager is not None:
+            self.manager.__exit__(None, None, None)
+            self.manager = None

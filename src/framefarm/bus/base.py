@@ -11,6 +11,7 @@ import dramatiq
 
 from ..config.schema import ServiceOptions
 from ..errors import BusError
+from .message import FrameMessage
 
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_MIN_BACKOFF_MS = 500
@@ -21,12 +22,20 @@ class FrameStore(ABC):
     """Frame bytes with a TTL, released when the last consumer is done."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> None:
-        """Store ``data`` under ``key`` for at most ``ttl`` seconds, to be released ``refs`` times."""
+    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> dict[str, Any]:
+        """Store ``data`` under ``key`` for at most ``ttl`` seconds, to be released ``refs`` times.
+
+        Returns fields to merge into the frame's message: empty for a real store, the bytes themselves
+        for a store that keeps frames inline in the message.
+        """
 
     @abstractmethod
     def get(self, key: str) -> bytes:
         """The frame's bytes. Raises FrameMissing when it expired or was released."""
+
+    def fetch(self, message: FrameMessage) -> bytes:
+        """The frame of ``message``: carried inline, or looked up by its key."""
+        return message.frame if message.frame is not None else self.get(message.key)
 
     @abstractmethod
     def release(self, key: str, stream: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class FrameMessage(BaseModel):
@@ -24,6 +24,7 @@ class FrameMessage(BaseModel):
     key: str  # frame store key
     format: str  # jpeg, png, bmp, webp
     expires_at: float | None = None  # skip instead of processing after this wall-clock time
+    frame: bytes | None = Field(None, repr=False)  # the frame itself, when the store keeps frames inline
     model: str | None = None
     detections: list[dict[str, Any]] | None = None
 

@@ -261,8 +261,9 @@ class NatsFrameStore(FrameStore):
     def _base(self, key: str) -> str:
         return f"{self.map.prefix}.{token(key)}"
 
-    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> None:
+    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> dict[str, Any]:
         run_for_store(self.link, self._put(key, data, ttl, refs))
+        return {}
 
     async def _put(self, key: str, data: bytes, ttl: float, refs: int) -> None:
         await self.map.ensure()

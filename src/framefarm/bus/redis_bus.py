@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -45,12 +46,13 @@ class RedisFrameStore(FrameStore):
         self.client = client
         self._release = client.register_script(_RELEASE)
 
-    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> None:
+    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> dict[str, Any]:
         ttl_ms = max(1, int(ttl * 1000))
         with self.client.pipeline(transaction=True) as pipe:
             pipe.set(key, data, px=ttl_ms)
             pipe.set(key + ":refs", refs, px=ttl_ms)
             pipe.execute()
+        return {}
 
     def get(self, key: str) -> bytes:
         data = self.client.get(key)

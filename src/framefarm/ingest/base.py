@@ -87,8 +87,8 @@ class Publisher:
             format=fmt,
             expires_at=captured_at + self.options.max_age if self.options.max_age else None,
         )
-        bus.frames.put(key, data, ttl=self.ttl, refs=self.refs)
-        payload = message.model_dump(exclude_none=True)
+        inline = bus.frames.put(key, data, ttl=self.ttl, refs=self.refs)
+        payload = {**message.model_dump(exclude_none=True), **inline}
         for queue in self.first_hop:
             bus.send(queue, payload)
         bus.flow.count(alias, "published")

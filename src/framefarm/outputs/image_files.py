@@ -69,7 +69,7 @@ class ImageFiles(Output):
 
     def image(self, message: FrameMessage) -> tuple[str, bytes]:
         """(file suffix, bytes) of the frame as asked by ``save_image``; raw pixels are written as PNG."""
-        frame = self.ctx.bus.frames.get(message.key)
+        frame = self.ctx.bus.frames.fetch(message)
         if self.options.save_image == "raw" and message.format in EXTENSIONS:
             return EXTENSIONS[message.format], frame
         image = decode_frame(frame, message.format, *message.stored_size)

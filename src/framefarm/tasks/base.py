@@ -19,7 +19,7 @@ class Processor(StageKind):
 
     def handle(self, message: FrameMessage) -> None:
         bus = self.ctx.bus
-        result = self.process(message, bus.frames.get(message.key))
+        result = self.process(message, bus.frames.fetch(message))
         payload = result.model_dump(exclude_none=True)
         for queue in self.ctx.routes.after(self.ctx.alias, message.stream):
             bus.send(queue, payload)
