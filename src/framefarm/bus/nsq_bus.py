@@ -8,12 +8,15 @@ Redis backend's frame store and flow state.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import redis
 from dramatiq.errors import BrokerConnectionError
 
 from ..config.schema import ServiceOptions
 from ..errors import BusError
 from .base import Bus, register_backend
+from .middleware import ReleaseFailedFrames
 from .nsq_broker import NsqBroker
 from .nsq_flow import NsqFlow
 from .nsq_http import NsqEndpoints
@@ -21,12 +24,15 @@ from .nsq_store import InlineFrameStore
 from .redis_bus import RedisBus, RedisFlow, RedisFrameStore
 
 INLINE_STORES = ("broker", "inline")
+MIN_MSG_TIMEOUT_MS = 1000  # nsqd refuses less
 
 
 @register_backend("nsq")
 class NsqBus(Bus):
     def __init__(self, url: str, service: ServiceOptions) -> None:
-        self.endpoints = NsqEndpoints.from_url(url)
+        self.endpoints = replace(
+            NsqEndpoints.from_url(url), msg_timeout_ms=max(MIN_MSG_TIMEOUT_MS, int(service.heartbeat_timeout * 1000))
+        )
         self.broker = NsqBroker(self.endpoints)
         self.redis: redis.Redis | None = None
         store = service.frames.store
@@ -39,6 +45,7 @@ class NsqBus(Bus):
             self.frames = RedisFrameStore(self.redis)
             self.flow = RedisFlow(self.redis)
             self.transient_errors = (BrokerConnectionError, *RedisBus.transient_errors)
+        self.broker.add_middleware(ReleaseFailedFrames(self.frames, self.flow))
 
     def ping(self) -> None:
         """Raise BusError unless nsqd (and nsqlookupd, and the Redis frame store) answer."""

@@ -62,7 +62,9 @@ class Producer:
             if self._idle:
                 return self._idle.pop(), True
         endpoints = self.endpoints
-        return NsqConnection(endpoints.host, endpoints.port, heartbeats=False).open(), False
+        return NsqConnection(
+            endpoints.host, endpoints.port, heartbeats=False, msg_timeout_ms=endpoints.msg_timeout_ms
+        ).open(), False
 
     def _give(self, conn: NsqConnection) -> None:
         with self._lock:
@@ -160,7 +162,7 @@ class Subscription:
         for host, port in addresses:
             if (host, port) not in connected:
                 try:
-                    self._subscribe(NsqConnection(host, port).open())
+                    self._subscribe(NsqConnection(host, port, msg_timeout_ms=self.endpoints.msg_timeout_ms).open())
                 except BrokerConnectionError as exc:
                     failures.append(exc)
         if not self.conns and failures and (required or not self.endpoints.lookupd):

@@ -62,6 +62,7 @@ class NsqEndpoints:
     port: int
     http_port: int
     lookupd: tuple[str, ...] = ()
+    msg_timeout_ms: int | None = None  # per-connection msg-timeout (IDENTIFY); None = nsqd's --msg-timeout
 
     @classmethod
     def from_url(cls, url: str) -> NsqEndpoints:

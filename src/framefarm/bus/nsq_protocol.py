@@ -80,9 +80,10 @@ class RawMessage:
 class NsqConnection:
     """One TCP connection to one nsqd. Socket errors surface as Dramatiq's ConnectionClosed."""
 
-    def __init__(self, host: str, port: int, *, heartbeats: bool = True) -> None:
+    def __init__(self, host: str, port: int, *, heartbeats: bool = True, msg_timeout_ms: int | None = None) -> None:
         self.host, self.port = host, port
         self.heartbeats = heartbeats
+        self.msg_timeout_ms = msg_timeout_ms
         self.settings: dict[str, Any] = {}
         self.closed = True
         self._sock: socket.socket | None = None
@@ -112,6 +113,8 @@ class NsqConnection:
             "output_buffer_size": -1,
             # Publishing connections sit idle between bursts; without heartbeats nsqd never drops them.
             "heartbeat_interval": None if self.heartbeats else -1,
+            # A consumer that dies without FIN gets its messages redelivered after this long.
+            "msg_timeout": self.msg_timeout_ms,
         }
         body = json.dumps({k: v for k, v in identify.items() if v is not None}).encode()
         self.send(MAGIC_V2, b"IDENTIFY\n", _INT.pack(len(body)), body)
