@@ -48,6 +48,7 @@ pipeline:
 @dataclass
 class Workspace:
     root: Path
+    broker: str | None = None  # None: the embedded Redis
 
     @property
     def config(self) -> Path:
@@ -60,6 +61,9 @@ class Workspace:
     @property
     def results(self) -> Path:
         return self.root / "out" / "uploads"
+
+    def yaml(self, **extra: str) -> str:
+        return pipeline_yaml(broker=self.broker, **extra)
 
     def write(self, text: str) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,12 @@ class Workspace:
         if check and result.returncode != 0:
             raise AssertionError(f"pipectl {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}\n{self.logs()}")
         return result
+
+    def supervisorctl(self, *args: str) -> str:
+        """Plain supervisorctl on the rendered config, as an operator would use it."""
+        conf = self.root / "run" / "supervisord.conf"
+        command = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
 
     def drop(self, name: str, source: str) -> None:
         """Copy a photo in the way a careful uploader does: write aside, then rename into the folder."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -102,13 +103,35 @@ class RedisFlow(Flow):
         }
 
 
+class ReclaimingRedisBroker(RedisBroker):
+    """Dramatiq's RedisBroker that takes a new worker id after a lost connection.
+
+    A message whose ack failed (the server was restarting) stays in this worker's set of fetched messages;
+    with an unchanged id the worker keeps heartbeating and nobody would ever requeue it. Under a new id the
+    old one falls silent, and maintenance (in any worker) requeues its messages after heartbeat_timeout:
+    at-least-once, with at most a duplicate for a message that was in progress.
+    """
+
+    def _dispatch(self, command: str) -> Any:
+        dispatch = super()._dispatch(command)
+
+        def dispatch_or_rotate(queue_name: str, *args: Any) -> Any:
+            try:
+                return dispatch(queue_name, *args)
+            except redis.ConnectionError:
+                self.broker_id = str(uuid.uuid4())
+                raise
+
+        return dispatch_or_rotate
+
+
 @register_backend("redis", "rediss", "unix")
 class RedisBus(Bus):
     transient_errors = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
     def __init__(self, url: str, service: ServiceOptions) -> None:
         self.client = redis.Redis.from_url(url, health_check_interval=30)
-        self.broker = RedisBroker(
+        self.broker = ReclaimingRedisBroker(
             client=self.client,
             namespace=NAMESPACE,
             heartbeat_timeout=int(service.heartbeat_timeout * 1000),
