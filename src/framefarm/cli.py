@@ -9,14 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
+from .bus import connect
 from .config.describe import describe_kind
-from .config.pipeline import load_pipeline
+from .config.pipeline import Pipeline, load_pipeline
 from .config.registry import REGISTRIES
+from .config.types import redact_url
 from .errors import ConfigError, FramefarmError
 from .plugins import load_kinds
+from .supervisord import embedded
 from .supervisord.control import Master
 from .supervisord.drain import quit_gracefully
-from .supervisord.render import Layout, prune_snapshots, render
+from .supervisord.render import ROLES, Layout, prune_snapshots, render
 from .supervisord.running import Running, runtime_dir_of
 
 EXIT_OK = 0
@@ -36,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         help="pipeline file (default: $FRAMEFARM_CONFIG or ./pipeline.yaml)",
     )
     parser.add_argument("-t", action="store_true", help="test the configuration and exit")
+    parser.add_argument("--connect", action="store_true", help="with -t: also check that the broker answers")
     parser.add_argument("-s", choices=SIGNALS, help="send a signal to the running master")
     parser.add_argument("-v", "--version", action="version", version=f"framefarm {__version__}")
     # -c is accepted after the command too (`pipectl start -c FILE`) without overriding the default.
@@ -44,7 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     start = commands.add_parser("start", parents=[common], help="validate, render and start (the default)")
     start.add_argument("--foreground", action="store_true", help="run supervisord in the foreground")
-    commands.add_parser("test", parents=[common], help="validate the configuration (same as -t)")
+    start.add_argument(
+        "--role",
+        choices=list(ROLES),
+        default="all",
+        help="all (default); workers: processors and outputs only, "
+        "to add a host on the same broker; inputs: inputs only",
+    )
+    test = commands.add_parser("test", parents=[common], help="validate the configuration (same as -t)")
+    test.add_argument("--connect", action="store_true", help="also check that the broker and frame store answer")
     commands.add_parser("render", parents=[common], help="write supervisord.conf into the runtime dir")
     commands.add_parser("status", parents=[common], help="show the processes and per-stream counters")
     describe = commands.add_parser("describe", parents=[common], help="list a module kind's options")
@@ -59,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     config = Path(args.config)
     try:
         if args.t or args.command == "test":
-            return cmd_test(config)
+            return cmd_test(config, connect=args.connect)
         if args.s:
             return SIGNAL_HANDLERS[args.s](config)
         if args.command is None:
-            args.foreground = False
+            args.foreground, args.role = False, "all"
         return COMMANDS[args.command or "start"](config, args)
     except ConfigError as exc:
         _print_problems(config, exc)
@@ -79,14 +91,30 @@ def _print_problems(config: Path, exc: ConfigError) -> None:
     print(f"configuration file {config} test failed", file=sys.stderr)
 
 
-def cmd_test(config: Path) -> int:
+def cmd_test(config: Path, *, connect: bool = False) -> int:
     try:
-        load_pipeline(config)
+        pipeline = load_pipeline(config)
     except ConfigError as exc:
         _print_problems(config, exc)
         return EXIT_FAILED
+    if connect:
+        check_connection(pipeline)
     print(f"configuration file {config} test is successful")
     return EXIT_OK
+
+
+def check_connection(pipeline: Pipeline) -> None:
+    """Ping the broker and frame store that the modules will use (the embedded one only if it runs)."""
+    url = pipeline.service.broker or embedded.broker_url(pipeline.runtime_dir)
+    if not pipeline.service.broker and not Master(Layout(pipeline.runtime_dir)).running():
+        print("the embedded broker starts with the pipeline: nothing to connect to yet")
+        return
+    bus = connect(url, pipeline.service)
+    try:
+        bus.ping()
+    finally:
+        bus.close()
+    print(f"broker {redact_url(url)} answers")
 
 
 def cmd_start(config: Path, args: argparse.Namespace) -> int:
@@ -95,7 +123,7 @@ def cmd_start(config: Path, args: argparse.Namespace) -> int:
     master = Master(layout)
     if master.running():
         raise FramefarmError(f"already running in {layout.root} (pid {master.pid()}): use `pipectl -s reload`")
-    render(pipeline)
+    render(pipeline, args.role)
     prune_snapshots(layout)
     if not args.foreground:
         print(f"starting {len(pipeline.modules)} modules; logs in {layout.logs}")
@@ -145,7 +173,7 @@ def signal_reload(config: Path) -> int:
     master = Master(layout)
     if not master.running():
         raise FramefarmError(f"not running in {layout.root}")
-    render(pipeline)
+    render(pipeline, layout.role())
     result = master.reload()
     prune_snapshots(layout)
     print(f"reloaded: added {result.added or '-'}, restarted {result.changed or '-'}, removed {result.removed or '-'}")

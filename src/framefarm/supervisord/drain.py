@@ -13,7 +13,11 @@ DRAIN_POLL_S = 0.25
 
 def quit_gracefully(running: Running) -> int:
     """Return the frames still in flight when the drain deadline passed (0 when all were delivered)."""
-    running.master.stop_programs(list(reversed(running.aliases("inputs"))))
+    inputs = running.aliases("inputs")
+    if not inputs:  # a workers-only host: stopping finishes current messages and requeues the rest
+        running.master.shutdown()
+        return 0
+    running.master.stop_programs(list(reversed(inputs)))
     bus = running.bus()
     try:
         deadline = time.monotonic() + running.service().drain_timeout

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.pipeline import ModuleSpec, Pipeline
+from ..errors import MasterError
 from . import embedded
 
 BROKER_PROGRAM = "embedded-broker"
@@ -16,6 +17,11 @@ PRIORITY = {"broker": 10, "outputs": 100, "processors": 200, "inputs": 300}  # s
 START_RETRIES = 10
 STOP_GRACE_S = 5  # on top of service.stop_timeout, before supervisord kills
 CONF_NAME = "supervisord.conf"
+ROLES = {
+    "all": ("outputs", "processors", "inputs"),
+    "workers": ("outputs", "processors"),  # another host's inputs feed them through the shared broker
+    "inputs": ("inputs",),
+}
 SOCKET_NAME = "supervisor.sock"
 
 
@@ -44,6 +50,14 @@ class Layout:
     @property
     def modules(self) -> Path:
         return self.root / "modules"
+
+    @property
+    def role_file(self) -> Path:
+        return self.root / "role"
+
+    def role(self) -> str:
+        """The role this runtime dir was started with (``all`` before the first start)."""
+        return self.role_file.read_text().strip() if self.role_file.exists() else "all"
 
 
 def broker_url(pipeline: Pipeline) -> str:
@@ -81,12 +95,15 @@ def write_snapshots(pipeline: Pipeline, layout: Layout) -> dict[str, Path]:
     return paths
 
 
-def render(pipeline: Pipeline) -> Path:
+def render(pipeline: Pipeline, role: str = "all") -> Path:
     """Write supervisord.conf (and the module snapshots) into the runtime dir; return its path.
 
-    Snapshots of the previous render stay until ``prune_snapshots``: a running module that supervisord
-    restarts before the reload is applied still finds its own.
+    ``role`` picks the sections this host runs (see ROLES); only ``all`` runs the embedded broker, the
+    others need ``service.broker`` shared with the other hosts. Snapshots of the previous render stay until
+    ``prune_snapshots``: a running module that supervisord restarts before the reload is applied finds its own.
     """
+    if role != "all" and not pipeline.service.broker:
+        raise MasterError(f"--role {role} runs part of a pipeline: set service.broker to the broker it shares")
     layout = Layout(pipeline.runtime_dir)
     for folder in (layout.root, layout.logs, layout.root / "broker"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,11 +113,12 @@ def render(pipeline: Pipeline) -> Path:
         command = embedded.server_command(layout.root, pipeline.service.persist)
         sections.append(_program(BROKER_PROGRAM, command, PRIORITY["broker"], layout, stopwait=30))
     stopwait = int(pipeline.service.stop_timeout) + STOP_GRACE_S
-    for module in pipeline.modules:
+    for module in (m for m in pipeline.modules if m.section in ROLES[role]):
         command = f"{sys.executable} -m framefarm.runner {snapshots[module.alias]}"
         procs = getattr(module.options, "workers", 1)
         sections.append(_program(module.alias, command, PRIORITY[module.section], layout, stopwait, procs))
     layout.conf.write_text("\n".join(sections), encoding="utf-8")
+    layout.role_file.write_text(role + "\n", encoding="utf-8")
     return layout.conf
 
 
