@@ -17,7 +17,7 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -39,7 +39,7 @@ def _gpu_name() -> str | None:
 def machine(model: YoloModel, threads: int) -> str:
     usable = usable_cores()
     lines = [
-        f"cpu: {_cpu_model()}, {usable} usable cores of {os.cpu_count()}, intra-op threads {threads}",
+        f"cpu: {cpu_model()}, {usable} usable cores of {os.cpu_count()}, intra-op threads {threads}",
         f"onnxruntime {ort.__version__}; available providers: {', '.join(ort.get_available_providers())}",
         f"active providers: {', '.join(model.providers)}",
     ]

@@ -120,7 +120,10 @@ def test_delayed_message_waits_in_nsqd(nsqd: str) -> None:
         sent = time.monotonic()
         message = dramatiq.Message(queue_name=QUEUE, actor_name=QUEUE, args=({},), kwargs={}, options={})
         bus.broker.enqueue(message, delay=1000)
-        assert bus.broker.backlog(QUEUE) == (0, 1)  # deferred: counted as busy, not as waiting
+        # In nsqd, not yet delivered: counted either in the topic (until nsqd's pump hands it to the channel)
+        # or as deferred in the channel; which one is a race inside nsqd.
+        assert sum(bus.broker.backlog(QUEUE)) == 1
+        assert arrived == []
         bus.broker.join(QUEUE, timeout=int((2 + SCAN_REFRESH_S) * 1000))
         assert len(arrived) == 1
         assert arrived[0] - sent >= 0.9

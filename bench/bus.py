@@ -1,0 +1,143 @@
+"""Frames per second through each bus: store + message + fetch + ack, one producer and one worker process.
+
+    python bench/bus.py                      # starts redis-server, nats-server and nsqd itself
+    python bench/bus.py --url redis://127.0.0.1:6379/0 --url nats://127.0.0.1:4222
+
+For each broker, two figures: 100 KB frames (put into the frame store, message sent; the worker fetches
+the frame, releases it and acks) and tiny messages (message only). One line per broker:
+`broker=... frames_per_s=... tiny_per_s=...`, then the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from machine import cpu_model, usable_cores
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from framefarm.bus import connect
+from framefarm.bus.base import Bus
+from framefarm.bus.message import FrameMessage
+from framefarm.bus.worker import serve_queue
+from framefarm.config.schema import ServiceOptions
+
+from peers import free_port, nats_server, nsqd_server, redis_server
+
+FRAME_BYTES = 100 * 1024
+FRAMES = 3000
+TINY = 5000
+WORKER_THREADS = 8
+QUEUE = "bench"
+TIMEOUT_S = 300
+
+
+def _worker(url: str, done: Any, ready: Any, stop: Any) -> None:
+    """The consuming process: fetch the frame (when the message has one), release it, ack."""
+    bus = connect(url, ServiceOptions(broker=url))
+
+    def handle(payload: dict[str, Any]) -> None:
+        if "key" in payload:
+            message = FrameMessage.model_validate(payload)
+            bus.frames.fetch(message)
+            bus.frames.release(message.key, message.input)
+        with done.get_lock():
+            done.value += 1
+
+    ready.set()
+    serve_queue(bus, QUEUE, handle, threads=WORKER_THREADS, stop=_Flag(stop), stop_timeout=10)
+    bus.close()
+
+
+class _Flag(threading.Event):
+    """A threading.Event view of a multiprocessing.Event, which serve_queue waits on."""
+
+    def __init__(self, flag: Any) -> None:
+        super().__init__()
+        self.flag = flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.flag.wait(timeout)
+
+
+def _produce(bus: Bus, count: int, frame: bytes | None) -> None:
+    for seq in range(count):
+        if frame is None:
+            bus.send(QUEUE, {"seq": seq})
+            continue
+        key = f"framefarm:frame:bench:{seq}"
+        inline = bus.frames.put(key, frame, ttl=120, refs=1)
+        message = FrameMessage(
+            stream="bench", input="bench", source="bench", seq=seq, captured_at=time.time(), width=1, height=1,
+            key=key, format="jpeg",
+        )  # fmt: skip
+        bus.send(QUEUE, {**message.model_dump(exclude_none=True), **inline})
+
+
+def measure(url: str, count: int, frame: bytes | None) -> float:
+    """Messages per second from the first send until the worker has acked the last one."""
+    ctx = mp.get_context("spawn")
+    done, ready, stop = ctx.Value("i", 0), ctx.Event(), ctx.Event()
+    worker = ctx.Process(target=_worker, args=(url, done, ready, stop))
+    worker.start()
+    bus = connect(url, ServiceOptions(broker=url))
+    try:
+        ready.wait(60)
+        time.sleep(1)  # the worker's consumer is subscribed
+        started = time.perf_counter()
+        _produce(bus, count, frame)
+        deadline = time.monotonic() + TIMEOUT_S
+        while done.value < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        worker.join(30)
+        bus.close()
+    if done.value < count:
+        raise SystemExit(f"{url}: only {done.value} of {count} messages came through")
+    return count / elapsed
+
+
+def _servers(stack: ExitStack, tmp: Path) -> dict[str, str]:
+    started = {}
+    for name, start in (
+        ("redis", lambda d: redis_server(d)),
+        ("nats", lambda d: nats_server(d, free_port())),
+        ("nsq", lambda d: nsqd_server(d)),
+    ):
+        folder = tmp / name
+        folder.mkdir()
+        url = stack.enter_context(start(folder))
+        started[name] = url[0] if isinstance(url, tuple) else url
+    return started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", action="append", help="broker URL (repeatable); default: start all three")
+    parser.add_argument("--frames", type=int, default=FRAMES)
+    parser.add_argument("--tiny", type=int, default=TINY)
+    args = parser.parse_args()
+    frame = bytes(range(256)) * (FRAME_BYTES // 256)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ffbus-") as tmp:
+        urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp))
+        lines = []
+        for name, url in urls.items():
+            frames_per_s = measure(url, args.frames, frame)
+            tiny_per_s = measure(url, args.tiny, None)
+            lines.append(f"broker={name} frames_per_s={frames_per_s:.0f} tiny_per_s={tiny_per_s:.0f}")
+            print(lines[-1], flush=True)
+    print(f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, cpu: {cpu_model()}, cores={usable_cores()}")
+
+
+if __name__ == "__main__":
+    main()
