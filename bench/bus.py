@@ -36,6 +36,7 @@ FRAME_BYTES = 100 * 1024
 FRAMES = 3000
 TINY = 5000
 WORKER_THREADS = 8
+PREFETCH = 128  # messages a worker fetches ahead: fewer, larger fetches
 QUEUE = "bench"
 TIMEOUT_S = 300
 
@@ -53,7 +54,7 @@ def _worker(url: str, done: Any, ready: Any, stop: Any) -> None:
             done.value += 1
 
     ready.set()
-    serve_queue(bus, QUEUE, handle, threads=WORKER_THREADS, stop=_Flag(stop), stop_timeout=10)
+    serve_queue(bus, QUEUE, handle, threads=WORKER_THREADS, stop=_Flag(stop), stop_timeout=10, prefetch=PREFETCH)
     bus.close()
 
 
@@ -136,7 +137,7 @@ def main() -> None:
             tiny_per_s = measure(url, args.tiny, None)
             lines.append(f"broker={name} frames_per_s={frames_per_s:.0f} tiny_per_s={tiny_per_s:.0f}")
             print(lines[-1], flush=True)
-    print(f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, cpu: {cpu_model()}, cores={usable_cores()}")
+    print(f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, cpu: {cpu_model()}, cores={usable_cores()}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ NAMESPACE = "framefarm"
 MAINTENANCE_CHANCE = 50_000  # per million commands: reclaims a dead worker's messages within seconds
 
 # KEYS: frame, refs, inflight zset. Deletes the frame on the last release and ends its in-flight entry.
+# A frame stored for one consumer has no refs key: DECR of a missing key gives -1, the last release.
 _RELEASE = """
 local left = redis.call('decr', KEYS[2])
 if left <= 0 then
@@ -48,7 +49,11 @@ class RedisFrameStore(FrameStore):
         self._release = client.register_script(_RELEASE)
 
     def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> dict[str, Any]:
+        """One SET for a frame with one consumer (the release script counts a missing refs key as 1)."""
         ttl_ms = max(1, int(ttl * 1000))
+        if refs == 1:
+            self.client.set(key, data, px=ttl_ms)
+            return {}
         with self.client.pipeline(transaction=True) as pipe:
             pipe.set(key, data, px=ttl_ms)
             pipe.set(key + ":refs", refs, px=ttl_ms)
