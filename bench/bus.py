@@ -137,7 +137,10 @@ def main() -> None:
             tiny_per_s = measure(url, args.tiny, None)
             lines.append(f"broker={name} frames_per_s={frames_per_s:.0f} tiny_per_s={tiny_per_s:.0f}")
             print(lines[-1], flush=True)
-    print(f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, cpu: {cpu_model()}, cores={usable_cores()}")
+    print(
+        f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, "
+        f"cpu: {cpu_model()}, cores={usable_cores()}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
 (1) bare loop: one process decodes the video with PyAV, letterboxes and runs onnxruntime in batches;
 (2) pipeline: `pipectl start` on the embedded broker with a dir_videos input, the yolo processor and an
 image_files output; the video is dropped into the watched folder and every frame's JSON result counted.
-Pipeline time runs from the first frame's capture to the last result written. The last line is
-`efficiency=<pipeline fps / bare fps> ...`.
+Pipeline time runs from the first frame's capture to the last result written.
+(3) latency: the same pipeline fed in real time (the input paces frames by their timestamps) at half the
+throughput measured in (2), so it is not overloaded; latency is result written - frame captured.
+The last line is `efficiency=<pipeline fps / bare fps> ...`.
 """
 
 from __future__ import annotations
@@ -46,12 +48,32 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     parser.add_argument("--format", default="raw", choices=["raw", "jpeg", "png"], help="frames.format")
     parser.add_argument("--max-in-flight", type=int, default=None, help="default: 3 x batch")
+    parser.add_argument("--spin", action="store_true", help="pipeline's onnxruntime threads spin when idle")
+    parser.add_argument(
+        "--bare-no-spin", action="store_true", help="bare loop without spinning (default: onnxruntime's default)"
+    )
     return parser.parse_args(argv)
+
+
+def paced_frames(pts: list[float], fps: float) -> int:
+    """How many frames dir_videos publishes with this ``fps`` limit (the same rule as its own)."""
+    count, last, gap = 0, None, 1.0 / fps
+    for t in pts:
+        if last is None or t - last >= gap - 1e-6:
+            count, last = count + 1, t
+    return count
+
+
+def video_pts(video: Path) -> list[float]:
+    with av.open(str(video)) as container:
+        return [float(f.time) for f in container.decode(container.streams.video[0])]
 
 
 def bare_loop(args: argparse.Namespace, threads: int) -> tuple[int, float]:
     """Frames and seconds for decode + letterbox + batched inference in one process, no queue."""
-    model = YoloModel(args.model, threads=threads, device=args.device, size=(args.size, args.size))
+    model = YoloModel(
+        args.model, threads=threads, device=args.device, size=(args.size, args.size), spin=not args.bare_no_spin
+    )
     detector = Detector(model, max_batch=args.batch)
     detector.detect([next(_frames(args.video))])  # warm-up, as the pipeline's worker has had
     started, frames, batch = time.perf_counter(), 0, []
@@ -74,7 +96,7 @@ def _frames(video: Path):
             yield frame.to_ndarray(format="bgr24")
 
 
-def _pipeline_yaml(args: argparse.Namespace, threads: int) -> str:
+def _pipeline_yaml(args: argparse.Namespace, threads: int, input_extra: str) -> str:
     in_flight = args.max_in_flight or 3 * args.batch
     return f"""\
 service:
@@ -88,13 +110,14 @@ pipeline:
       path: in
       settle: 50ms
       max_in_flight: {in_flight}
-  processors:
+{input_extra}  processors:
     - name: yolo
       alias: detector
       model: {args.model}
       batch: {args.batch}
       device: {args.device}
       intra_threads: {threads}
+      intra_spin: {str(args.spin).lower()}
   outputs:
     - name: image_files
       alias: results
@@ -102,13 +125,13 @@ pipeline:
 """
 
 
-def pipeline(args: argparse.Namespace, threads: int, frames: int) -> tuple[float, list[float]]:
+def pipeline(args: argparse.Namespace, threads: int, frames: int, input_extra: str = "") -> tuple[float, list[float]]:
     """(seconds from first capture to last result, per-frame latencies in seconds) through pipectl."""
     with tempfile.TemporaryDirectory(prefix="ffbench-") as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
         config = root / "pipeline.yaml"
-        config.write_text(_pipeline_yaml(args, threads))
+        config.write_text(_pipeline_yaml(args, threads, input_extra))
         pipectl = [sys.executable, "-m", "framefarm.cli"]
         started = subprocess.run([*pipectl, "start", "-c", str(config)], capture_output=True, text=True)
         if started.returncode != 0:
@@ -148,10 +171,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     frames, bare_s = bare_loop(args, threads)
     bare_fps = frames / bare_s
     print(f"bare loop: {frames} frames in {bare_s:.2f}s = {bare_fps:.1f} fps")
-    pipe_s, latencies = pipeline(args, threads, frames)
+    pipe_s, _ = pipeline(args, threads, frames)
     pipe_fps = frames / pipe_s
-    quantiles = statistics.quantiles(latencies, n=100)
     print(f"pipeline:  {frames} frames in {pipe_s:.2f}s = {pipe_fps:.1f} fps (frames.format {args.format})")
+    paced_fps = pipe_fps / 2
+    pts = video_pts(args.video)
+    paced = paced_frames(pts, paced_fps)
+    _, latencies = pipeline(args, threads, paced, f"      realtime: true\n      fps: {paced_fps:.3f}\n")
+    quantiles = statistics.quantiles(latencies, n=100)
+    print(f"latency:   {paced} frames fed in real time at {paced_fps:.1f} fps")
     print(machine(YoloModel(args.model, threads=threads, device=args.device), threads))
     print(
         f"efficiency={pipe_fps / bare_fps:.3f} pipeline_fps={pipe_fps:.1f} bare_fps={bare_fps:.1f} "

@@ -5,11 +5,20 @@ from __future__ import annotations
 import logging
 
 import dramatiq
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, Retries
 
 from .base import Flow, FrameStore
 
 log = logging.getLogger(__name__)
+
+
+def stage_middleware() -> list[Middleware]:
+    """The Dramatiq middleware framefarm's stages use: retries with backoff, nothing else.
+
+    Dramatiq's defaults also track age and time limits, callbacks and pipelines; framefarm has its own
+    ``max_age`` and uses none of the others, and dropping them saves about a tenth of the CPU per message.
+    """
+    return [Retries()]
 
 
 class ReleaseFailedFrames(Middleware):

@@ -41,7 +41,7 @@ from nats.js.client import JetStreamContext
 from ..config.schema import ServiceOptions
 from ..errors import BusError
 from .base import Bus, Flow, register_backend
-from .middleware import ReleaseFailedFrames
+from .middleware import ReleaseFailedFrames, stage_middleware
 from .nats_broker import CONSUMER, DEFAULT_MAX_DELIVERIES, NatsBroker
 from .nats_store import (
     NAMESPACE,
@@ -348,7 +348,9 @@ class NatsBus(Bus):
             raise BusError("frames.store: inline is for NSQ; with NATS keep frames in the broker or in Redis")
         self.link = NatsLink(servers_of(url), reconnect_wait=reconnect_wait)
         ack_wait = max(MIN_ACK_WAIT_S, service.heartbeat_timeout if ack_wait is None else ack_wait)
-        self.broker = NatsBroker(self.link, ack_wait=ack_wait, max_deliveries=max_deliveries)
+        self.broker = NatsBroker(
+            self.link, ack_wait=ack_wait, max_deliveries=max_deliveries, middleware=stage_middleware()
+        )
         if store == "broker":
             self.flow = NatsFlow(self.link)
             frame_max_age = max(service.frames.ttl, service.frames.lossless_ttl)

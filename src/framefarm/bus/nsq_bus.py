@@ -16,7 +16,7 @@ from dramatiq.errors import BrokerConnectionError
 from ..config.schema import ServiceOptions
 from ..errors import BusError
 from .base import Bus, register_backend
-from .middleware import ReleaseFailedFrames
+from .middleware import ReleaseFailedFrames, stage_middleware
 from .nsq_broker import NsqBroker
 from .nsq_flow import NsqFlow
 from .nsq_http import NsqEndpoints
@@ -33,7 +33,7 @@ class NsqBus(Bus):
         self.endpoints = replace(
             NsqEndpoints.from_url(url), msg_timeout_ms=max(MIN_MSG_TIMEOUT_MS, int(service.heartbeat_timeout * 1000))
         )
-        self.broker = NsqBroker(self.endpoints)
+        self.broker = NsqBroker(self.endpoints, middleware=stage_middleware())
         self.redis: redis.Redis | None = None
         store = service.frames.store
         if store in INLINE_STORES:

@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 from ..config.schema import ServiceOptions
 from ..errors import BusError, FrameMissing
 from .base import Bus, Flow, FrameStore, register_backend
-from .middleware import ReleaseFailedFrames
+from .middleware import ReleaseFailedFrames, stage_middleware
 
 NAMESPACE = "framefarm"
 MAINTENANCE_CHANCE = 50_000  # per million commands: reclaims a dead worker's messages within seconds
@@ -137,6 +137,7 @@ class RedisBus(Bus):
     def __init__(self, url: str, service: ServiceOptions) -> None:
         self.client = redis.Redis.from_url(url, health_check_interval=30)
         self.broker = ReclaimingRedisBroker(
+            middleware=stage_middleware(),
             client=self.client,
             namespace=NAMESPACE,
             heartbeat_timeout=int(service.heartbeat_timeout * 1000),

@@ -6,6 +6,7 @@ A restart resumes a file at the first frame not yet published (the ledger record
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,11 @@ class DirVideosOptions(FolderOptions):
     )
     fps: float | None = Field(
         None, gt=0, description="Publish at most this many frames per second of video (by timestamp); all if unset."
+    )
+    realtime: bool = Field(
+        False,
+        description="Publish frames at the video's own pace, as a camera would (replaying recordings, "
+        "measuring latency); default: as fast as the pipeline takes them.",
     )
 
 
@@ -55,12 +61,15 @@ class DirVideos(FolderInput):
         frames_cfg = self.ctx.service.frames
         min_gap = 1.0 / self.options.fps if self.options.fps else 0.0
         last_pts: float | None = None
+        clock = _Pacer() if self.options.realtime else None
         for index, frame in enumerate(frames):
             if index < start:
                 continue
             pts = float(frame.time) if frame.time is not None else None
             if min_gap and pts is not None and last_pts is not None and pts - last_pts < min_gap - 1e-6:
                 continue
+            if clock and pts is not None and stop.wait(clock.delay(pts)):
+                return False
             image = frame.to_ndarray(format="bgr24")
             height, width = image.shape[:2]
             stored, scale = shrink(image, frames_cfg.max_side)
@@ -71,3 +80,16 @@ class DirVideos(FolderInput):
             last_pts = pts
             progress(index + 1)
         return True
+
+
+class _Pacer:
+    """Seconds to wait so that a frame with timestamp ``pts`` leaves when it would in real time."""
+
+    def __init__(self) -> None:
+        self.origin: tuple[float, float] | None = None  # (first pts, wall clock then)
+
+    def delay(self, pts: float) -> float:
+        now = time.monotonic()
+        if self.origin is None:
+            self.origin = (pts, now)
+        return max(0.0, self.origin[1] + (pts - self.origin[0]) - now)

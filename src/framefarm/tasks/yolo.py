@@ -58,6 +58,11 @@ class YoloOptions(ProcessorOptions):
     intra_threads: int | None = Field(
         None, ge=1, description="onnxruntime intra-op threads per process; default: the cores it may use."
     )
+    intra_spin: bool = Field(
+        False,
+        description="Let onnxruntime's idle threads spin: quicker alone on a machine, slower when the cores are "
+        "shared with other modules (see bench/README.md).",
+    )
 
     @property
     def worker_threads(self) -> int:
@@ -99,6 +104,7 @@ class Yolo(Processor):
             device_id=options.device_id,
             format=options.format,
             max_batch=options.batch,
+            spin=options.intra_spin,
         )
         self.names = _names(options, self.ctx.resolve, model)
         self.detector = Detector(

@@ -122,8 +122,10 @@ class YoloModel:
         format: OutputFormat | str = OutputFormat.AUTO,  # shadows the builtin: it is the option's name
         size: tuple[int, int] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        spin: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.spin = spin
         self.name = self.path.stem
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
@@ -157,7 +159,9 @@ class YoloModel:
             if not isinstance(sig.input_shape[0], int):
                 height, width = _input_size(self.path, sig, size)
                 profile = TensorrtProfile(sig.input_name, height, width, self.max_batch)
-        session = runtime.make_session(self.path, providers, threads=threads, device_id=device_id, profile=profile)
+        session = runtime.make_session(
+            self.path, providers, threads=threads, device_id=device_id, profile=profile, spin=self.spin
+        )
         return session, _signature(self.path, session)
 
     def _output_shape(self, declared: list[int | str | None]) -> tuple[int, ...]:
