@@ -68,3 +68,13 @@ def test_fps_limit_and_broken_files(tmp_path: Path, redis_url: str) -> None:
         wait_for(lambda: (tmp_path / "in" / ".done" / "clip.mp4").exists())
     assert [m.frame_index for m in queued(module.ctx.bus)] == [0, 3, 6, 9, 12, 15, 18, 21]
     assert "cannot open as video" in (tmp_path / "in" / ".failed" / "notes.mp4.error.txt").read_text()
+
+
+def test_realtime_paces_frames_by_their_timestamps(tmp_path: Path, redis_url: str) -> None:
+    module = make_input(DirVideos, tmp_path, redis_url, realtime=True, max_in_flight=100)
+    write_video(tmp_path / "in" / "clip.mp4")  # 24 frames at 12 fps: two seconds of video
+    with running(module):
+        wait_for(lambda: len(queued(module.ctx.bus)) == FRAMES)
+    messages = queued(module.ctx.bus)
+    spread = messages[-1].captured_at - messages[0].captured_at
+    assert 1.8 < spread < 3.0, spread  # published over about the video's own duration (23/12 s)
