@@ -48,10 +48,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     parser.add_argument("--format", default="raw", choices=["raw", "jpeg", "png"], help="frames.format")
     parser.add_argument("--max-in-flight", type=int, default=None, help="default: 3 x batch")
-    parser.add_argument("--spin", action="store_true", help="pipeline's onnxruntime threads spin when idle")
-    parser.add_argument(
-        "--bare-no-spin", action="store_true", help="bare loop without spinning (default: onnxruntime's default)"
-    )
+    parser.add_argument("--no-spin", action="store_true", help="onnxruntime threads do not spin when idle (both loops)")
     return parser.parse_args(argv)
 
 
@@ -72,7 +69,7 @@ def video_pts(video: Path) -> list[float]:
 def bare_loop(args: argparse.Namespace, threads: int) -> tuple[int, float]:
     """Frames and seconds for decode + letterbox + batched inference in one process, no queue."""
     model = YoloModel(
-        args.model, threads=threads, device=args.device, size=(args.size, args.size), spin=not args.bare_no_spin
+        args.model, threads=threads, device=args.device, size=(args.size, args.size), spin=not args.no_spin
     )
     detector = Detector(model, max_batch=args.batch)
     detector.detect([next(_frames(args.video))])  # warm-up, as the pipeline's worker has had
@@ -117,7 +114,7 @@ pipeline:
       batch: {args.batch}
       device: {args.device}
       intra_threads: {threads}
-      intra_spin: {str(args.spin).lower()}
+      intra_spin: {str(not args.no_spin).lower()}
   outputs:
     - name: image_files
       alias: results

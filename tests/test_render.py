@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import configparser
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from framefarm.config.pipeline import load_pipeline
 from framefarm.supervisord.render import Layout, render
 
-from workspace import Workspace, pipeline_yaml
+from peers import wait_for
+from workspace import Workspace, pipeline_yaml, runner_processes
 
 
 def rendered(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> configparser.RawConfigParser:
@@ -59,3 +62,17 @@ def test_secrets_stay_out_of_rendered_files(tmp_path: Path) -> None:
         assert "hunter2-secret" not in path.read_text(), path
     snapshot = json.loads(next(layout.modules.glob("uploads-*.json")).read_text())
     assert snapshot["broker"] == "redis://:${REDIS_PASS}@127.0.0.1:6399/0"
+
+
+def test_plain_supervisord_runs_the_rendered_pipeline(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.write(ws.yaml())
+    conf = Path(ws.pipectl("render").stdout.strip())
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], check=True)
+    try:
+        ws.drop("eagle.jpg", "eagle.jpg")
+        (result,) = ws.wait_results(1)
+        assert "bird" in {d["class_name"] for d in result["detections"]}
+    finally:
+        ws.supervisorctl("shutdown")
+        wait_for(lambda: runner_processes(tmp_path) == [], 60, "every module to stop")

@@ -59,9 +59,9 @@ class YoloOptions(ProcessorOptions):
         None, ge=1, description="onnxruntime intra-op threads per process; default: the cores it may use."
     )
     intra_spin: bool = Field(
-        False,
-        description="Let onnxruntime's idle threads spin: quicker alone on a machine, slower when the cores are "
-        "shared with other modules (see bench/README.md).",
+        True,
+        description="Let onnxruntime's idle threads spin (its default): faster inference; turn off to leave "
+        "idle cores to other programs on the host.",
     )
 
     @property

@@ -122,7 +122,7 @@ class YoloModel:
         format: OutputFormat | str = OutputFormat.AUTO,  # shadows the builtin: it is the option's name
         size: tuple[int, int] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
-        spin: bool = False,
+        spin: bool = True,
     ) -> None:
         self.path = Path(path)
         self.spin = spin

@@ -134,7 +134,7 @@ def make_session(
     device_id: int = DEFAULT_DEVICE_ID,
     profile: TensorrtProfile | None = None,
     optimise: bool = True,
-    spin: bool = False,
+    spin: bool = True,
 ) -> ort.InferenceSession:
     """An InferenceSession on `providers`; any onnxruntime failure becomes a ModelError naming the file."""
     options = ort.SessionOptions()
@@ -142,8 +142,8 @@ def make_session(
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     options.intra_op_num_threads = threads or default_threads()
-    # Spinning idle intra-op threads answer the next parallel region sooner, but burn the cores that the
-    # pipeline's other processes (decoding, the bus, outputs) need on the same machine.
+    # Spinning idle intra-op threads answer the next parallel region sooner; they also burn cores that other
+    # processes could use. Measured with the whole pipeline on 2 cores (bench/README.md), spinning wins.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if TENSORRT_EP in providers:
         trt_cache_dir().mkdir(parents=True, exist_ok=True)
