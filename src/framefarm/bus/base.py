@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,9 @@ class Flow(ABC):
     def counters(self) -> dict[str, dict[str, int]]:
         """Every stream's counters."""
 
+    def flush_counts(self) -> None:  # noqa: B027  (a hook: most backends write counts at once)
+        """Write counts this process still holds (backends that batch them override this)."""
+
 
 class Bus(ABC):
     """A Dramatiq broker plus its frame store and flow state."""
@@ -101,6 +105,8 @@ class Bus(ABC):
         """Messages waiting in ``queue`` (not counting delayed or in-progress ones)."""
 
     def close(self) -> None:
+        with contextlib.suppress(*self.transient_errors):  # the broker is gone: those counts are lost
+            self.flow.flush_counts()
         self.broker.close()
 
 

@@ -8,6 +8,7 @@ Redis backend's frame store and flow state.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import redis
@@ -60,6 +61,8 @@ class NsqBus(Bus):
         return self.broker.backlog(queue)[0]
 
     def close(self) -> None:
+        with contextlib.suppress(*self.transient_errors):
+            self.flow.flush_counts()
         if isinstance(self.flow, NsqFlow):
             self.flow.close()
         self.broker.close()
