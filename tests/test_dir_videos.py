@@ -30,7 +30,7 @@ def write_video(path: Path, frames: int = FRAMES, fps: int = 12) -> None:
         container.mux(stream.encode())
 
 
-@pytest.mark.parametrize("fmt", ["raw", "jpeg"])
+@pytest.mark.parametrize("fmt", ["auto", "raw", "jpeg"])
 def test_every_frame_is_published_in_order_with_its_index(tmp_path: Path, redis_url: str, fmt: str) -> None:
     service = ServiceOptions(runtime_dir=tmp_path / "run", frames=FramesOptions(format=fmt))
     module = make_input(DirVideos, tmp_path, redis_url, service, max_in_flight=100)
@@ -41,7 +41,8 @@ def test_every_frame_is_published_in_order_with_its_index(tmp_path: Path, redis_
     assert [m.frame_index for m in messages] == list(range(FRAMES))
     assert file_stem(messages[3]) == "clip_000003"
     assert messages[12].pts == pytest.approx(1.0)
-    image = decode_frame(module.ctx.bus.frames.get(messages[10].key), fmt, 160, 96)
+    assert messages[10].format == ("raw" if fmt == "auto" else fmt)  # auto: raw where frames have a store
+    image = decode_frame(module.ctx.bus.frames.get(messages[10].key), messages[10].format, 160, 96)
     assert abs(float(image.mean()) - 80) < 4  # frame 10 is grey level 80
 
 

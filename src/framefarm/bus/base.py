@@ -80,6 +80,8 @@ class Bus(ABC):
     broker: dramatiq.Broker
     frames: FrameStore
     flow: Flow
+    #: Frames travel inside messages (so they must stay small): inputs then default to JPEG frames.
+    inline_frames: bool = False
     #: The backend library's errors that mean "down for now, try again": reconnect loops catch these.
     transient_errors: tuple[type[Exception], ...] = ()
 

@@ -40,6 +40,7 @@ class NsqBus(Bus):
         if store in INLINE_STORES:
             self.flow = NsqFlow(self.broker)
             self.frames = InlineFrameStore(self.flow, max_inline=service.frames.max_inline)
+            self.inline_frames = True
             self.transient_errors = (BrokerConnectionError,)
         else:
             self.redis = redis.Redis.from_url(store, health_check_interval=30)

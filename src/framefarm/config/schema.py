@@ -41,10 +41,11 @@ class FramesOptions(StrictModel):
         DEFAULT_LOSSLESS_TTL_S,
         description="How long a frame of a file input is kept if nobody releases it (no loss across restarts).",
     )
-    format: Literal["jpeg", "png", "raw"] = Field(
-        "jpeg",
-        description="Encoding of decoded video frames in the store (raw = BGR pixels: no codec work, 3 bytes "
-        "a pixel); image files are stored as they are.",
+    format: Literal["auto", "jpeg", "png", "raw"] = Field(
+        "auto",
+        description="Encoding of decoded video frames in the store: raw = BGR pixels, no codec work, 3 bytes a "
+        "pixel (fastest on one host, see bench/README.md); auto = raw, or jpeg where frames travel inside "
+        "messages (NSQ). Image files are stored as they are.",
     )
     quality: int = Field(90, ge=1, le=100, description="JPEG quality for encoded frames.")
     max_side: int | None = Field(

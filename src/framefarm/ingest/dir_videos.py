@@ -59,6 +59,9 @@ class DirVideos(FolderInput):
 
     def _publish_frames(self, frames, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
         frames_cfg = self.ctx.service.frames
+        fmt = frames_cfg.format
+        if fmt == "auto":
+            fmt = "jpeg" if self.ctx.bus.inline_frames else "raw"
         min_gap = 1.0 / self.options.fps if self.options.fps else 0.0
         last_pts: float | None = None
         clock = _Pacer() if self.options.realtime else None
@@ -73,8 +76,8 @@ class DirVideos(FolderInput):
             image = frame.to_ndarray(format="bgr24")
             height, width = image.shape[:2]
             stored, scale = shrink(image, frames_cfg.max_side)
-            data = encode_frame(stored, frames_cfg.format, frames_cfg.quality)
-            kwargs = {"fmt": frames_cfg.format, "width": width, "height": height, "source": source, "scale": scale}
+            data = encode_frame(stored, fmt, frames_cfg.quality)
+            kwargs = {"fmt": fmt, "width": width, "height": height, "source": source, "scale": scale}
             if not self.publisher.publish(data, **kwargs, stop=stop, pts=pts, frame_index=index):
                 return False
             last_pts = pts
