@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..config import registry
-from .folder import FolderInput, FolderOptions, Progress
+from .folder import FolderInput, FolderOptions, Progress, patterns_field
 from .images import inspect_image
 
 DEFAULT_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.webp"]
@@ -17,11 +17,7 @@ DEFAULT_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.webp"]
 
 class DirImagesOptions(FolderOptions):
     name: Literal["dir_images"] = Field(description="Watch a folder for image files.")
-    patterns: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_PATTERNS),
-        min_length=1,
-        description="File name globs to take, case-insensitive.",
-    )
+    patterns: list[str] = patterns_field(DEFAULT_PATTERNS)
 
 
 @registry.inputs.register

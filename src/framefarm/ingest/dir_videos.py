@@ -16,18 +16,14 @@ from pydantic import Field
 from ..config import registry
 from ..errors import BadInput, IncompleteFile
 from ..vision.codec import encode_frame, shrink
-from .folder import FolderInput, FolderOptions, Progress
+from .folder import FolderInput, FolderOptions, Progress, patterns_field
 
 DEFAULT_PATTERNS = ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.webm", "*.ts"]
 
 
 class DirVideosOptions(FolderOptions):
     name: Literal["dir_videos"] = Field(description="Watch a folder for video files and publish their frames.")
-    patterns: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_PATTERNS),
-        min_length=1,
-        description="File name globs to take, case-insensitive.",
-    )
+    patterns: list[str] = patterns_field(DEFAULT_PATTERNS)
     fps: float | None = Field(
         None, gt=0, description="Publish at most this many frames per second of video (by timestamp); all if unset."
     )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from fnmatch import fnmatch
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -33,6 +33,13 @@ DEFAULT_INCOMPLETE_TIMEOUT_S = 10.0
 TICK_S = 0.1
 
 Progress = Callable[[int], None]  # called with the next frame index after each published frame
+
+
+def patterns_field(defaults: list[str]) -> Any:
+    """The ``patterns`` option of a folder kind, with that kind's default globs."""
+    return Field(
+        default_factory=lambda: list(defaults), min_length=1, description="File name globs to take, case-insensitive."
+    )
 
 
 class FolderOptions(InputOptions):
