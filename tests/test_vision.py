@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
+from framefarm.bus.message import FrameMessage
+from framefarm.bus.results import yolo_text
 from framefarm.errors import ModelError
 from framefarm.vision.decode import decode_yolov8, detections_for
-from framefarm.vision.detections import Detection, yolo_lines
+from framefarm.vision.detections import Detection
 from framefarm.vision.detector import Detector
 from framefarm.vision.draw import draw_detections
 from framefarm.vision.formats import OutputFormat
@@ -94,10 +96,14 @@ def test_detection_yolo_json_and_lines() -> None:
     }
     assert det.to_json([], 768, 576)["class_name"] == "16"
     other = Detection(class_id=0, confidence=0.5, box=(0.0, 0.0, 768.0, 576.0))
-    assert yolo_lines([det, other], 768, 576) == (
-        "16 0.330078 0.639757 0.334635 0.519097 0.829123\n0 0.500000 0.500000 1.000000 1.000000 0.500000\n"
+    # The YOLO txt every output writes is made from these JSON records (confidence at their 4 decimals).
+    frame = {"stream": "t", "input": "i", "source": "dog.jpg", "seq": 1, "captured_at": 0.0}
+    message = FrameMessage(**frame, width=768, height=576, key="k", format="jpeg")
+    found = message.model_copy(update={"detections": [d.to_json([], 768, 576) for d in (det, other)]})
+    assert yolo_text(found) == (
+        "16 0.330078 0.639757 0.334635 0.519097 0.829100\n0 0.500000 0.500000 1.000000 1.000000 0.500000\n"
     )
-    assert yolo_lines([], 768, 576) == ""
+    assert yolo_text(message) == ""
 
 
 # ---------------------------------------------------------------- decode

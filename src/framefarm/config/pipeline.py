@@ -50,9 +50,6 @@ class Pipeline:
     def runtime_dir(self) -> Path:
         return (self.base_dir / self.service.runtime_dir).resolve()
 
-    def section(self, section: str) -> list[ModuleSpec]:
-        return [m for m in self.modules if m.section == section]
-
     def module(self, alias: str) -> ModuleSpec:
         return next(m for m in self.modules if m.alias == alias)
 

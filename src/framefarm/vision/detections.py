@@ -38,12 +38,3 @@ class Detection:
             "box": [round(float(v), BOX_DECIMALS) for v in self.box],
             "yolo": [round(float(v), YOLO_DECIMALS) for v in self.yolo(width, height)],
         }
-
-
-def yolo_lines(detections: Sequence[Detection], width: int, height: int) -> str:
-    """YOLO-txt label text: `class_id cx cy w h confidence` per line, trailing newline; "" when none."""
-    lines = []
-    for det in detections:
-        values = (*det.yolo(width, height), det.confidence)
-        lines.append(" ".join([str(det.class_id), *(f"{v:.{YOLO_DECIMALS}f}" for v in values)]) + "\n")
-    return "".join(lines)
