@@ -19,6 +19,7 @@ from pydantic import Field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from ..atomic import write_atomic
 from ..config.registry import CheckContext
 from ..config.schema import InputOptions
 from ..config.types import Duration
@@ -204,7 +205,7 @@ class FolderWatcher(FileSystemEventHandler):
         self.owner.ctx.log.warning("%s moved to %s: %s", path.name, self.failed_dir, reason)
         self.owner.ctx.bus.flow.count(self.owner.ctx.alias, "failed")
         target = _move_aside(path, self.failed_dir / path.relative_to(self.folder))
-        target.with_name(target.name + ".error.txt").write_text(reason + "\n", encoding="utf-8")
+        write_atomic(target.with_name(target.name + ".error.txt"), (reason + "\n").encode())
 
 
 def _mtime(path: Path) -> float:

@@ -10,6 +10,7 @@ from typing import Literal
 import cv2
 from pydantic import Field
 
+from ..atomic import write_atomic
 from ..bus.message import FrameMessage
 from ..bus.results import result_json, yolo_text
 from ..config import registry
@@ -20,7 +21,6 @@ from ..vision.codec import decode_frame, encode_frame
 from ..vision.detections import Detection
 from ..vision.draw import draw_detections
 from .base import Output
-from .files import write_atomic
 
 SEQ_DIGITS = 9
 FRAME_INDEX_DIGITS = 6

@@ -1,4 +1,4 @@
-"""Atomic file writes shared by file outputs: a reader never sees half a file."""
+"""Atomic file writes: a reader never sees half a file (results, failure reasons)."""
 
 from __future__ import annotations
 
