@@ -93,6 +93,68 @@ def test_each_mistake_names_file_line_and_key(tmp_path: Path, old: str, new: str
     assert any(p.startswith(expected) for p in found), found
 
 
+NSQ = "  runtime_dir: run\n  broker: nsq://127.0.0.1:4150"
+
+
+def nsq_frames(frames: str) -> str:
+    """VALID on an NSQ broker with ``frames`` (YAML lines under ``frames:``) instead of the ttl."""
+    return VALID.replace("  runtime_dir: run", NSQ).replace("  frames: {ttl: 10s}", "  frames:\n" + frames)
+
+
+def test_raw_frames_inline_on_nsq_are_rejected_with_what_to_change(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, nsq_frames("    format: raw\n")))
+    assert len(found) == 1, found
+    assert found[0].startswith(
+        "pipeline.yaml:5: service.frames.format: raw frames travel inside NSQ messages and would not fit under "
+        "frames.max_inline (786432): frames.max_side is not set"
+    )
+    assert "frames.format: jpeg" in found[0] and "frames.store: redis://" in found[0]
+    assert "frames.max_side to 512 or less" in found[0]
+    found = problems(write(tmp_path, nsq_frames("    format: raw\n    max_side: 640\n")))
+    assert found[0].startswith("pipeline.yaml:5: service.frames.format: ") and "can be 1228800 bytes" in found[0]
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        "    ttl: 10s\n",  # auto: jpeg inline
+        "    format: jpeg\n",
+        "    format: raw\n    max_side: 480\n",  # 480 * 480 * 3 fits the default max_inline
+        "    format: raw\n    store: redis://127.0.0.1:6379/0\n",
+        "    max_inline: 4000000\n    max_message: 8388608\n",  # nsqd runs with --max-msg-size=8388608
+    ],
+)
+def test_frames_that_fit_pass_on_nsq(tmp_path: Path, frames: str) -> None:
+    assert load_pipeline(write(tmp_path, nsq_frames(frames)), {}).service.frames
+
+
+def test_raw_frames_pass_where_the_broker_stores_them(tmp_path: Path) -> None:
+    load_pipeline(write(tmp_path, VALID.replace("  frames: {ttl: 10s}", "  frames: {format: raw}")), {})
+
+
+def test_max_inline_above_nsqd_message_size_is_rejected(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, nsq_frames("    ttl: 10s\n    max_inline: 2000000\n")))
+    assert found == [
+        "pipeline.yaml:6: service.frames.max_inline: 2000000 is more than nsqd's default --max-msg-size "
+        "(1048576 bytes): nsqd would refuse frames that large; lower it, or run nsqd with a larger --max-msg-size "
+        "and set frames.max_message to it, or keep frames in Redis with frames.store: redis://host:6379/0"
+    ]
+    found = problems(write(tmp_path, nsq_frames("    max_inline: 2000000\n    max_message: 1500000\n")))
+    assert found[0].startswith(
+        "pipeline.yaml:5: service.frames.max_inline: 2000000 is more than frames.max_message (1500000, "
+    )
+
+
+def test_pipectl_t_reports_frames_that_cannot_fit(tmp_path: Path) -> None:
+    bad = write(tmp_path, nsq_frames("    format: raw\n"))
+    result = subprocess.run(
+        [sys.executable, "-m", "framefarm.cli", "-t", "-c", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "pipeline.yaml:5: service.frames.format: raw frames travel inside NSQ messages" in result.stderr
+    assert f"configuration file {bad} test failed" in result.stderr
+
+
 def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
     found = problems(write(tmp_path, VALID.replace("name: dir_images", "name: ftp")))
     assert found == [

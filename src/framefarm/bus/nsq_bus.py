@@ -14,7 +14,7 @@ from dataclasses import replace
 import redis
 from dramatiq.errors import BrokerConnectionError
 
-from ..config.schema import ServiceOptions
+from ..config.schema import INLINE_STORES, ServiceOptions
 from ..errors import BusError
 from .base import Bus, register_backend
 from .middleware import ReleaseFailedFrames, stage_middleware
@@ -24,7 +24,6 @@ from .nsq_http import NsqEndpoints
 from .nsq_store import InlineFrameStore
 from .redis_bus import RedisBus, RedisFlow, RedisFrameStore
 
-INLINE_STORES = ("broker", "inline")
 MIN_MSG_TIMEOUT_MS = 1000  # nsqd refuses less
 
 

@@ -36,8 +36,8 @@ class InlineFrameStore(FrameStore):
             self.flow.forget(key)
             raise FrameTooLarge(
                 f"frame {key} is {len(data)} bytes, more than frames.max_inline ({self.max_inline}); lower the "
-                "input's resolution or JPEG quality, raise frames.max_inline together with nsqd's "
-                "--max-msg-size, or keep frames in Redis with frames.store: redis://host:6379/0"
+                "input's resolution or JPEG quality, raise frames.max_inline together with nsqd's --max-msg-size "
+                "(and frames.max_message), or keep frames in Redis with frames.store: redis://host:6379/0"
             )
         self.flow.expect(key, refs)
         return {INLINE_FIELD: data}

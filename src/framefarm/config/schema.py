@@ -15,7 +15,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0
 DEFAULT_DRAIN_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 20.0
 DEFAULT_MAX_IN_FLIGHT = 16
-DEFAULT_MAX_INLINE_BYTES = 768 * 1024  # nsqd's default max-msg-size is 1 MiB; base64 adds a third
+NSQD_DEFAULT_MAX_MSG_SIZE = 1024 * 1024  # nsqd's --max-msg-size when it is not given
+DEFAULT_MAX_INLINE_BYTES = 768 * 1024  # the rest of nsqd's 1 MiB is room for the message's other fields
+INLINE_STORES = ("broker", "inline")  # with an nsq:// broker these put frames inside the messages
 
 
 class StrictModel(BaseModel):
@@ -33,6 +35,12 @@ class FramesOptions(StrictModel):
         DEFAULT_MAX_INLINE_BYTES,
         ge=1024,
         description="Largest frame sent inline (bytes); keep it under the broker's message size limit.",
+    )
+    max_message: int = Field(
+        NSQD_DEFAULT_MAX_MSG_SIZE,
+        ge=1024,
+        description="The broker's largest message (bytes): nsqd's --max-msg-size. `pipectl -t` checks that "
+        "inline frames fit under it.",
     )
     ttl: Duration = Field(
         DEFAULT_FRAME_TTL_S, description="How long a frame of a live input is kept if nobody releases it."
@@ -84,6 +92,11 @@ class ServiceOptions(StrictModel):
         description="A module gets this long to exit after SIGTERM before it is killed.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of modules.")
+
+    @property
+    def inline_frames(self) -> bool:
+        """Frames travel inside the messages: an NSQ broker (nsqd keeps no payloads) and no Redis frame store."""
+        return (self.broker or "").startswith("nsq://") and self.frames.store in INLINE_STORES
 
 
 class ModuleOptions(StrictModel):
