@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,3 +85,16 @@ def test_a_pre_shrunk_raw_frame_reports_boxes_in_original_pixels(yolo: Yolo) -> 
     shrunk = yolo.process(message("dog.jpg", width, height, "raw", scale), encode_frame(small, "raw", 90))
     assert iou(best(full, "dog"), best(shrunk, "dog")) > 0.8
     assert max(best(shrunk, "dog")) > 384  # in original pixels, not the stored frame's
+
+
+def test_worker_processes_share_the_cores_among_their_inference_threads() -> None:
+    cores = os.sched_getaffinity(0)
+    options = Yolo.Options(name="yolo", alias="det", model=MODEL, workers=2)
+    assert options.inference_threads == max(1, len(cores) // 2)
+    assert Yolo.Options(name="yolo", alias="det", model=MODEL).inference_threads == len(cores)
+    assert Yolo.Options(name="yolo", alias="det", model=MODEL, workers=2, intra_threads=3).inference_threads == 3
+    os.sched_setaffinity(0, {min(cores)})  # a worker given one core still gets one thread
+    try:
+        assert options.inference_threads == 1
+    finally:
+        os.sched_setaffinity(0, cores)

@@ -22,6 +22,7 @@ from ..errors import ModelError
 from ..vision.codec import decode_frame
 from ..vision.detector import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, Detector
 from ..vision.model import YoloModel, load_names
+from ..vision.runtime import default_threads
 from .base import Processor
 from .batcher import MicroBatcher
 
@@ -56,7 +57,10 @@ class YoloOptions(ProcessorOptions):
     )
     device_id: int = Field(0, ge=0, description="GPU index for cuda and tensorrt.")
     intra_threads: int | None = Field(
-        None, ge=1, description="onnxruntime intra-op threads per process; default: the cores it may use."
+        None,
+        ge=1,
+        description="onnxruntime intra-op threads per process; default: the cores it may use, shared among its "
+        "`workers` (on CPU, one single-threaded worker per core gave the best throughput: bench/README.md).",
     )
     intra_spin: bool = Field(
         True,
@@ -67,6 +71,11 @@ class YoloOptions(ProcessorOptions):
     @property
     def worker_threads(self) -> int:
         return self.threads or THREADS_PER_BATCH_SLOT * self.batch
+
+    @property
+    def inference_threads(self) -> int:
+        """Each worker process's share of the cores, so that ``workers`` processes do not oversubscribe them."""
+        return self.intra_threads or max(1, default_threads() // self.workers)
 
 
 def _names(options: YoloOptions, resolve: Callable[[Path], Path], model: YoloModel) -> list[str]:
@@ -99,7 +108,7 @@ class Yolo(Processor):
         options: YoloOptions = self.options
         model = YoloModel(
             self.ctx.resolve(options.model),
-            threads=options.intra_threads,
+            threads=options.inference_threads,
             device=options.device,
             device_id=options.device_id,
             format=options.format,
