@@ -5,7 +5,11 @@
 
 For each broker, two figures: 100 KB frames (put into the frame store, message sent; the worker fetches
 the frame, releases it and acks) and tiny messages (message only). One line per broker:
-`broker=... frames_per_s=... tiny_per_s=...`, then the machine.
+`broker=... frames_per_s=... tiny_per_s=... cpu_ms_per_frame=producer:P,worker:W,server:S ceiling_per_s=C`,
+then the machine. The CPU each process spent per 100 KB frame shows what limits the rate: the worker (one
+Python process, so at most one core of Python), or all three together against the machine's cores
+(`ceiling_per_s` = the lower of cores / total and 1 / the busiest process). Server CPU is counted for
+the servers the benchmark started itself (none with --url).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from machine import cpu_model, usable_cores
+from machine import child_pids, cpu_model, cpu_seconds, usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from framefarm.bus import connect
@@ -41,9 +45,13 @@ QUEUE = "bench"
 TIMEOUT_S = 300
 
 
-def _worker(url: str, done: Any, ready: Any, stop: Any) -> None:
-    """The consuming process: fetch the frame (when the message has one), release it, ack."""
+def _worker(url: str, done: Any, cpu: Any, ready: Any, stop: Any) -> None:
+    """The consuming process: fetch the frame (when the message has one), release it, ack.
+
+    ``cpu`` gets the process's CPU seconds from its first message to its latest.
+    """
     bus = connect(url, ServiceOptions(broker=url))
+    first: list[float] = []
 
     def handle(payload: dict[str, Any]) -> None:
         if "key" in payload:
@@ -51,7 +59,11 @@ def _worker(url: str, done: Any, ready: Any, stop: Any) -> None:
             bus.frames.fetch(message)
             bus.frames.release(message.key, message.input)
         with done.get_lock():
+            now = time.process_time()
+            if not first:
+                first.append(now)
             done.value += 1
+            cpu.value = now - first[0]
 
     ready.set()
     serve_queue(bus, QUEUE, handle, threads=WORKER_THREADS, stop=_Flag(stop), stop_timeout=10, prefetch=PREFETCH)
@@ -83,29 +95,44 @@ def _produce(bus: Bus, count: int, frame: bytes | None) -> None:
         bus.send(QUEUE, {**message.model_dump(exclude_none=True), **inline})
 
 
-def measure(url: str, count: int, frame: bytes | None) -> float:
+class Run(NamedTuple):
+    per_s: float
+    cpu_ms: dict[str, float]  # CPU per message: producer, worker, server
+
+    def ceiling(self) -> float:
+        """The rate the CPU allows: every process on its own core at most, all of them on the cores there are."""
+        total = sum(self.cpu_ms.values())
+        return min(usable_cores() / total, 1 / max(self.cpu_ms.values())) * 1000
+
+
+def measure(url: str, count: int, frame: bytes | None) -> Run:
     """Messages per second from the first send until the worker has acked the last one."""
     ctx = mp.get_context("spawn")
-    done, ready, stop = ctx.Value("i", 0), ctx.Event(), ctx.Event()
-    worker = ctx.Process(target=_worker, args=(url, done, ready, stop))
+    done, cpu, ready, stop = ctx.Value("i", 0), ctx.Value("d", 0.0), ctx.Event(), ctx.Event()
+    worker = ctx.Process(target=_worker, args=(url, done, cpu, ready, stop))
     worker.start()
     bus = connect(url, ServiceOptions(broker=url))
     try:
         ready.wait(60)
         time.sleep(1)  # the worker's consumer is subscribed
-        started = time.perf_counter()
+        servers = [pid for pid in child_pids() if pid != worker.pid]
+        server_cpu = sum(map(cpu_seconds, servers))
+        started, producer_cpu = time.perf_counter(), time.process_time()
         _produce(bus, count, frame)
+        producer_cpu = time.process_time() - producer_cpu
         deadline = time.monotonic() + TIMEOUT_S
         while done.value < count and time.monotonic() < deadline:
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
+        server_cpu = sum(map(cpu_seconds, servers)) - server_cpu
     finally:
         stop.set()
         worker.join(30)
         bus.close()
     if done.value < count:
         raise SystemExit(f"{url}: only {done.value} of {count} messages came through")
-    return count / elapsed
+    per_message = {"producer": producer_cpu, "worker": cpu.value, "server": server_cpu}
+    return Run(count / elapsed, {name: seconds * 1000 / count for name, seconds in per_message.items()})
 
 
 def _servers(stack: ExitStack, tmp: Path) -> dict[str, str]:
@@ -131,12 +158,14 @@ def main() -> None:
     frame = bytes(range(256)) * (FRAME_BYTES // 256)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ffbus-") as tmp:
         urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp))
-        lines = []
         for name, url in urls.items():
-            frames_per_s = measure(url, args.frames, frame)
-            tiny_per_s = measure(url, args.tiny, None)
-            lines.append(f"broker={name} frames_per_s={frames_per_s:.0f} tiny_per_s={tiny_per_s:.0f}")
-            print(lines[-1], flush=True)
+            frames, tiny = measure(url, args.frames, frame), measure(url, args.tiny, None)
+            cpu = ",".join(f"{process}:{ms:.2f}" for process, ms in frames.cpu_ms.items())
+            print(
+                f"broker={name} frames_per_s={frames.per_s:.0f} tiny_per_s={tiny.per_s:.0f} "
+                f"cpu_ms_per_frame={cpu} ceiling_per_s={frames.ceiling():.0f}",
+                flush=True,
+            )
     print(
         f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, "
         f"cpu: {cpu_model()}, cores={usable_cores()}"
