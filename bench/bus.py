@@ -4,12 +4,15 @@
     python bench/bus.py --url redis://127.0.0.1:6379/0 --url nats://127.0.0.1:4222
 
 For each broker, two figures: 100 KB frames (put into the frame store, message sent; the worker fetches
-the frame, releases it and acks) and tiny messages (message only). One line per broker:
-`broker=... frames_per_s=... tiny_per_s=... cpu_ms_per_frame=producer:P,worker:W,server:S ceiling_per_s=C`,
-then the machine. The CPU each process spent per 100 KB frame shows what limits the rate: the worker (one
-Python process, so at most one core of Python), or all three together against the machine's cores
-(`ceiling_per_s` = the lower of cores / total and 1 / the busiest process). Server CPU is counted for
-the servers the benchmark started itself (none with --url).
+the frame, releases it and acks) and tiny messages (message only). One line per broker, then the machine:
+
+    broker=... frames_per_s=... tiny_per_s=... cpu_ms_per_frame=producer:P,worker:W,server:S
+    ceiling_per_s=C cpu_ms_per_tiny=... tiny_ceiling_per_s=...
+
+The CPU each process spent per message shows what limits the rate: the worker (one Python process, so at
+most one core of Python), or all three together against the machine's cores (a ceiling is the lower of
+cores / total and 1 / the busiest process). Server CPU is counted for the servers the benchmark started
+itself (none with --url).
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ class Run(NamedTuple):
     per_s: float
     cpu_ms: dict[str, float]  # CPU per message: producer, worker, server
 
+    def cpu(self) -> str:
+        return ",".join(f"{process}:{ms:.2f}" for process, ms in self.cpu_ms.items())
+
     def ceiling(self) -> float:
         """The rate the CPU allows: every process on its own core at most, all of them on the cores there are."""
         total = sum(self.cpu_ms.values())
@@ -160,10 +166,10 @@ def main() -> None:
         urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp))
         for name, url in urls.items():
             frames, tiny = measure(url, args.frames, frame), measure(url, args.tiny, None)
-            cpu = ",".join(f"{process}:{ms:.2f}" for process, ms in frames.cpu_ms.items())
             print(
                 f"broker={name} frames_per_s={frames.per_s:.0f} tiny_per_s={tiny.per_s:.0f} "
-                f"cpu_ms_per_frame={cpu} ceiling_per_s={frames.ceiling():.0f}",
+                f"cpu_ms_per_frame={frames.cpu()} ceiling_per_s={frames.ceiling():.0f} "
+                f"cpu_ms_per_tiny={tiny.cpu()} tiny_ceiling_per_s={tiny.ceiling():.0f}",
                 flush=True,
             )
     print(
