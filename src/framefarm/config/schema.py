@@ -63,6 +63,11 @@ class FramesOptions(StrictModel):
         "(less bus traffic); results are still reported in the original frame's pixels.",
     )
 
+    @property
+    def inline(self) -> bool:
+        """Frames go inside the messages when the broker keeps no payloads (NSQ) rather than in a Redis store."""
+        return self.store in INLINE_STORES
+
 
 class ServiceOptions(StrictModel):
     broker: str | None = Field(
@@ -96,7 +101,7 @@ class ServiceOptions(StrictModel):
     @property
     def inline_frames(self) -> bool:
         """Frames travel inside the messages: an NSQ broker (nsqd keeps no payloads) and no Redis frame store."""
-        return (self.broker or "").startswith("nsq://") and self.frames.store in INLINE_STORES
+        return (self.broker or "").startswith("nsq://") and self.frames.inline
 
 
 class ModuleOptions(StrictModel):
