@@ -87,6 +87,7 @@ def test_reopen_makes_every_process_reopen_its_log(ws: Workspace) -> None:
     wait_for(lambda: log.exists() and "watching" in log.read_text())
     log.rename(log.with_suffix(".log.1"))
     ws.pipectl("-s", "reopen")
+    assert log.exists()  # -s reopen returns once supervisord has reopened, so no line can land in the moved file
     ws.drop("notes.jpg", "dog.jpg")
     (ws.inbox / "bad.jpg").write_text("not an image")
     wait_for(lambda: log.exists() and "bad.jpg" in log.read_text())

@@ -10,6 +10,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
@@ -19,6 +20,7 @@ from .render import Layout
 
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 120.0
+REOPEN_TIMEOUT_S = 10.0
 POLL_S = 0.2
 RUNNING_STATES = {"RUNNING", "STARTING", "BACKOFF"}
 
@@ -108,11 +110,22 @@ class Master:
         self._wait(lambda: self.pid() is None, EXIT_TIMEOUT_S, f"supervisord (pid {pid}) did not exit")
 
     def reopen_logs(self) -> None:
-        """SIGUSR2: supervisord reopens its own and every child's log file (after logrotate moved them)."""
+        """SIGUSR2: supervisord reopens its own and every running child's log file (after logrotate moved them).
+
+        supervisord handles the signal on its next loop turn; returning only once each moved log file is
+        back means a line logged after ``-s reopen`` lands in the new file, never in the moved one.
+        """
         pid = self.pid()
         if pid is None:
             raise MasterError(f"not running in {self.layout.root}")
+        running = [p["stdout_logfile"] for p in self.processes() if p["statename"] == "RUNNING"]
+        moved = [path for path in [self.layout.supervisord_log, *map(Path, running)] if not path.exists()]
         os.kill(pid, signal.SIGUSR2)
+        self._wait(
+            lambda: all(path.exists() for path in moved),
+            REOPEN_TIMEOUT_S,
+            f"supervisord (pid {pid}) did not reopen {', '.join(str(p) for p in moved if not p.exists())}",
+        )
 
     def _call(self, fn: Callable[[Any], Any]) -> Any:
         try:

@@ -48,6 +48,10 @@ class Layout:
         return self.root / "logs"
 
     @property
+    def supervisord_log(self) -> Path:
+        return self.logs / "supervisord.log"
+
+    @property
     def modules(self) -> Path:
         return self.root / "modules"
 
@@ -131,7 +135,7 @@ file={layout.socket}
 chmod=0700
 
 [supervisord]
-logfile={layout.logs}/supervisord.log
+logfile={layout.supervisord_log}
 logfile_maxbytes=0
 pidfile={layout.pidfile}
 childlogdir={layout.logs}
