@@ -4,10 +4,14 @@
     python bench/bus.py --url redis://127.0.0.1:6379/0 --url nats://127.0.0.1:4222
 
 For each broker, two figures: 100 KB frames (put into the frame store, message sent; the worker fetches
-the frame, releases it and acks) and tiny messages (message only). One line per broker, then the machine:
+the frame, releases it and acks) and tiny messages (message only). First the baseline, measured in the same
+run on the same Redis: Dramatiq's own RedisBroker and Worker with the same threads and prefetch, tiny
+messages, nothing of framefarm. Then one line per broker, with its rates as ratios of the baseline, then
+the machine:
 
-    broker=... frames_per_s=... tiny_per_s=... cpu_ms_per_frame=producer:P,worker:W,server:S
-    ceiling_per_s=C cpu_ms_per_tiny=... tiny_ceiling_per_s=...
+    baseline=dramatiq-redis tiny_per_s=... cpu_ms_per_tiny=... tiny_ceiling_per_s=...
+    broker=... frames_per_s=... tiny_per_s=... frames_vs_baseline=... tiny_vs_baseline=...
+    cpu_ms_per_frame=producer:P,worker:W,server:S ceiling_per_s=C cpu_ms_per_tiny=... tiny_ceiling_per_s=...
 
 The CPU each process spent per message shows what limits the rate: the worker (one Python process, so at
 most one core of Python), or all three together against the machine's cores (a ceiling is the lower of
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from machine import child_pids, cpu_model, cpu_seconds, usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -46,31 +52,55 @@ WORKER_THREADS = 8
 PREFETCH = 128  # messages a worker fetches ahead: fewer, larger fetches
 QUEUE = "bench"
 TIMEOUT_S = 300
+BROKERS = ("redis", "nats", "nsq")
+
+
+class _Count:
+    """Messages handled by the worker process, and its CPU seconds from the first to the latest."""
+
+    def __init__(self, done: Any, cpu: Any) -> None:
+        self.done, self.cpu, self.first = done, cpu, None
+
+    def __call__(self) -> None:
+        with self.done.get_lock():
+            now = time.process_time()
+            if self.first is None:
+                self.first = now
+            self.done.value += 1
+            self.cpu.value = now - self.first
 
 
 def _worker(url: str, done: Any, cpu: Any, ready: Any, stop: Any) -> None:
-    """The consuming process: fetch the frame (when the message has one), release it, ack.
-
-    ``cpu`` gets the process's CPU seconds from its first message to its latest.
-    """
+    """framefarm's consumer: fetch the frame (when the message has one), release it, ack."""
     bus = connect(url, ServiceOptions(broker=url))
-    first: list[float] = []
+    count = _Count(done, cpu)
 
     def handle(payload: dict[str, Any]) -> None:
         if "key" in payload:
             message = FrameMessage.model_validate(payload)
             bus.frames.fetch(message)
             bus.frames.release(message.key, message.input)
-        with done.get_lock():
-            now = time.process_time()
-            if not first:
-                first.append(now)
-            done.value += 1
-            cpu.value = now - first[0]
+        count()
 
     ready.set()
     serve_queue(bus, QUEUE, handle, threads=WORKER_THREADS, stop=_Flag(stop), stop_timeout=10, prefetch=PREFETCH)
     bus.close()
+
+
+def _dramatiq_actor(url: str, body: Any) -> dramatiq.Actor:
+    return dramatiq.actor(body, actor_name="tick", queue_name=QUEUE, broker=RedisBroker(url=url))
+
+
+def _dramatiq_worker(url: str, done: Any, cpu: Any, ready: Any, stop: Any) -> None:
+    """The baseline's consumer: Dramatiq's RedisBroker and Worker as shipped, an actor that only counts."""
+    count = _Count(done, cpu)
+    actor = _dramatiq_actor(url, lambda seq: count())
+    worker = dramatiq.Worker(actor.broker, worker_threads=WORKER_THREADS)
+    worker.queue_prefetch = PREFETCH
+    worker.start()
+    ready.set()
+    stop.wait()
+    worker.stop()
 
 
 class _Flag(threading.Event):
@@ -98,6 +128,11 @@ def _produce(bus: Bus, count: int, frame: bytes | None) -> None:
         bus.send(QUEUE, {**message.model_dump(exclude_none=True), **inline})
 
 
+def _produce_baseline(actor: dramatiq.Actor, count: int) -> None:
+    for seq in range(count):
+        actor.send(seq)
+
+
 class Run(NamedTuple):
     per_s: float
     cpu_ms: dict[str, float]  # CPU per message: producer, worker, server
@@ -111,20 +146,27 @@ class Run(NamedTuple):
         return min(usable_cores() / total, 1 / max(self.cpu_ms.values())) * 1000
 
 
-def measure(url: str, count: int, frame: bytes | None) -> Run:
-    """Messages per second from the first send until the worker has acked the last one."""
+def measure(url: str, count: int, frame: bytes | None, *, baseline: bool = False) -> Run:
+    """Messages per second from the first send until the worker has acked the last one.
+
+    ``baseline``: through Dramatiq's own RedisBroker instead of framefarm's bus (tiny messages only).
+    """
     ctx = mp.get_context("spawn")
     done, cpu, ready, stop = ctx.Value("i", 0), ctx.Value("d", 0.0), ctx.Event(), ctx.Event()
-    worker = ctx.Process(target=_worker, args=(url, done, cpu, ready, stop))
+    worker = ctx.Process(target=_dramatiq_worker if baseline else _worker, args=(url, done, cpu, ready, stop))
     worker.start()
-    bus = connect(url, ServiceOptions(broker=url))
+    bus = None if baseline else connect(url, ServiceOptions(broker=url))
+    actor = _dramatiq_actor(url, lambda seq: None) if baseline else None
     try:
         ready.wait(60)
         time.sleep(1)  # the worker's consumer is subscribed
         servers = [pid for pid in child_pids() if pid != worker.pid]
         server_cpu = sum(map(cpu_seconds, servers))
         started, producer_cpu = time.perf_counter(), time.process_time()
-        _produce(bus, count, frame)
+        if actor is not None:
+            _produce_baseline(actor, count)
+        elif bus is not None:
+            _produce(bus, count, frame)
         producer_cpu = time.process_time() - producer_cpu
         deadline = time.monotonic() + TIMEOUT_S
         while done.value < count and time.monotonic() < deadline:
@@ -134,23 +176,25 @@ def measure(url: str, count: int, frame: bytes | None) -> Run:
     finally:
         stop.set()
         worker.join(30)
-        bus.close()
+        if bus is not None:
+            bus.close()
     if done.value < count:
         raise SystemExit(f"{url}: only {done.value} of {count} messages came through")
     per_message = {"producer": producer_cpu, "worker": cpu.value, "server": server_cpu}
     return Run(count / elapsed, {name: seconds * 1000 / count for name, seconds in per_message.items()})
 
 
-def _servers(stack: ExitStack, tmp: Path) -> dict[str, str]:
+def _servers(stack: ExitStack, tmp: Path, names: tuple[str, ...]) -> dict[str, str]:
+    starters = {
+        "redis": lambda d: redis_server(d),
+        "nats": lambda d: nats_server(d, free_port()),
+        "nsq": lambda d: nsqd_server(d),
+    }
     started = {}
-    for name, start in (
-        ("redis", lambda d: redis_server(d)),
-        ("nats", lambda d: nats_server(d, free_port())),
-        ("nsq", lambda d: nsqd_server(d)),
-    ):
+    for name in names:
         folder = tmp / name
         folder.mkdir()
-        url = stack.enter_context(start(folder))
+        url = stack.enter_context(starters[name](folder))
         started[name] = url[0] if isinstance(url, tuple) else url
     return started
 
@@ -163,11 +207,19 @@ def main() -> None:
     args = parser.parse_args()
     frame = bytes(range(256)) * (FRAME_BYTES // 256)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ffbus-") as tmp:
-        urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp))
+        urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp), BROKERS)
+        redis_url = urls.get("redis") or _servers(stack, Path(tmp), ("redis",))["redis"]
+        base = measure(redis_url, args.tiny, None, baseline=True)
+        print(
+            f"baseline=dramatiq-redis tiny_per_s={base.per_s:.0f} cpu_ms_per_tiny={base.cpu()} "
+            f"tiny_ceiling_per_s={base.ceiling():.0f}",
+            flush=True,
+        )
         for name, url in urls.items():
             frames, tiny = measure(url, args.frames, frame), measure(url, args.tiny, None)
             print(
                 f"broker={name} frames_per_s={frames.per_s:.0f} tiny_per_s={tiny.per_s:.0f} "
+                f"frames_vs_baseline={frames.per_s / base.per_s:.2f} tiny_vs_baseline={tiny.per_s / base.per_s:.2f} "
                 f"cpu_ms_per_frame={frames.cpu()} ceiling_per_s={frames.ceiling():.0f} "
                 f"cpu_ms_per_tiny={tiny.cpu()} tiny_ceiling_per_s={tiny.ceiling():.0f}",
                 flush=True,
