@@ -31,6 +31,9 @@ def test_two_worker_groups_on_one_broker_both_take_work(hosts: tuple[Workspace, 
     a.pipectl("start")
     b.pipectl("start", "--role", "workers")
     assert {line.split("/")[-1].split("-")[0] for line in runner_processes(b.root)} == {"detector", "results"}
+    for host in (a, b):  # both detectors have loaded the model, so both are consuming when the photos come
+        log = host.root / "run" / "logs" / "detector.log"
+        wait_for(lambda log=log: log.exists() and "providers" in log.read_text(), 60, f"{host.root.name}'s detector")
     for i in range(40):
         a.drop(f"img{i:02d}.jpg", PHOTOS[i % len(PHOTOS)])
     results = a.root.parent / "out" / "uploads"
