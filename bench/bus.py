@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from framefarm.bus import connect
 from framefarm.bus.base import Bus
 from framefarm.bus.message import FrameMessage
-from framefarm.bus.worker import serve_queue
+from framefarm.bus.worker import WORKER_TIMEOUT_MS, serve_queue
 from framefarm.config.schema import ServiceOptions
 
 from peers import free_port, nats_server, nsqd_server, redis_server
@@ -92,10 +92,14 @@ def _dramatiq_actor(url: str, body: Any) -> dramatiq.Actor:
 
 
 def _dramatiq_worker(url: str, done: Any, cpu: Any, ready: Any, stop: Any) -> None:
-    """The baseline's consumer: Dramatiq's RedisBroker and Worker as shipped, an actor that only counts."""
+    """The baseline's consumer: Dramatiq's RedisBroker and Worker as shipped, an actor that only counts.
+
+    Same idle poll period as framefarm's workers: Dramatiq's default (1 s) would leave an idle consumer
+    asleep for up to a second after the first send, which is a third of a run.
+    """
     count = _Count(done, cpu)
     actor = _dramatiq_actor(url, lambda seq: count())
-    worker = dramatiq.Worker(actor.broker, worker_threads=WORKER_THREADS)
+    worker = dramatiq.Worker(actor.broker, worker_threads=WORKER_THREADS, worker_timeout=WORKER_TIMEOUT_MS)
     worker.queue_prefetch = PREFETCH
     worker.start()
     ready.set()
