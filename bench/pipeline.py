@@ -30,6 +30,7 @@ from pathlib import Path
 import av
 from machine import machine, usable_cores
 
+from framefarm.ingest.dir_videos import too_soon
 from framefarm.vision.detector import Detector
 from framefarm.vision.model import YoloModel
 
@@ -60,10 +61,10 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def paced_frames(pts: list[float], fps: float) -> int:
-    """How many frames dir_videos publishes with this ``fps`` limit (the same rule as its own)."""
+    """How many frames dir_videos publishes with this ``fps`` limit."""
     count, last, gap = 0, None, 1.0 / fps
     for t in pts:
-        if last is None or t - last >= gap - 1e-6:
+        if not too_soon(t, last, gap):
             count, last = count + 1, t
     return count
 
@@ -119,7 +120,7 @@ def _frames(video: Path):
             yield frame.to_ndarray(format="bgr24")
 
 
-def _pipeline_yaml(args: argparse.Namespace, threads: int, input_extra: str) -> str:
+def _pipeline_yaml(args: argparse.Namespace, input_extra: str) -> str:
     in_flight = args.max_in_flight or 3 * args.batch * args.workers
     return f"""\
 service:
@@ -140,7 +141,7 @@ pipeline:
       batch: {args.batch}
       device: {args.device}
       workers: {args.workers}
-      intra_threads: {max(1, threads // args.workers)}
+      intra_threads: {args.worker_threads}
       intra_spin: {str(not args.no_spin).lower()}
   outputs:
     - name: image_files
@@ -149,13 +150,13 @@ pipeline:
 """
 
 
-def pipeline(args: argparse.Namespace, threads: int, frames: int, input_extra: str = "") -> tuple[float, list[float]]:
+def pipeline(args: argparse.Namespace, frames: int, input_extra: str = "") -> tuple[float, list[float]]:
     """(seconds from first capture to last result, per-frame latencies in seconds) through pipectl."""
     with tempfile.TemporaryDirectory(prefix="ffbench-") as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
         config = root / "pipeline.yaml"
-        config.write_text(_pipeline_yaml(args, threads, input_extra))
+        config.write_text(_pipeline_yaml(args, input_extra))
         pipectl = [sys.executable, "-m", "framefarm.cli"]
         started = subprocess.run([*pipectl, "start", "-c", str(config)], capture_output=True, text=True)
         if started.returncode != 0:
@@ -194,21 +195,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.model, args.video = args.model.resolve(), args.video.resolve()
     threads = args.threads or usable_cores()
     args.workers = args.workers or (threads if args.device == "cpu" else 1)
-    one_batch_ms = batch_ms(args, max(1, threads // args.workers))
+    args.worker_threads = max(1, threads // args.workers)  # each detector process's share
+    one_batch_ms = batch_ms(args, args.worker_threads)
     frames, bare_s = bare_loop(args, threads)
     bare_fps = frames / bare_s
     print(f"bare loop: {frames} frames in {bare_s:.2f}s = {bare_fps:.1f} fps")
-    pipe_s, _ = pipeline(args, threads, frames)
+    pipe_s, _ = pipeline(args, frames)
     pipe_fps = frames / pipe_s
     print(f"pipeline:  {frames} frames in {pipe_s:.2f}s = {pipe_fps:.1f} fps (frames.format {args.format})")
     paced_fps = pipe_fps / 2
     pts = video_pts(args.video)
     paced = paced_frames(pts, paced_fps)
-    _, latencies = pipeline(args, threads, paced, f"      realtime: true\n      fps: {paced_fps:.3f}\n")
+    _, latencies = pipeline(args, paced, f"      realtime: true\n      fps: {paced_fps:.3f}\n")
     quantiles = statistics.quantiles(latencies, n=100)
     print(f"latency:   {paced} frames fed in real time at {paced_fps:.1f} fps")
     print(machine(YoloModel(args.model, threads=threads, device=args.device), threads))
-    print(f"pipeline: {args.workers} detector processes x {max(1, threads // args.workers)} intra-op threads")
+    print(f"pipeline: {args.workers} detector processes x {args.worker_threads} intra-op threads")
     print(
         f"efficiency={pipe_fps / bare_fps:.3f} pipeline_fps={pipe_fps:.1f} bare_fps={bare_fps:.1f} "
         f"p50_latency_ms={quantiles[49] * MS:.0f} p99_latency_ms={quantiles[98] * MS:.0f} "

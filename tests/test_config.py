@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from framefarm.config.pipeline import load_pipeline
+from framefarm.config.schema import FramesOptions, ServiceOptions
 from framefarm.config.types import redact_url
 from framefarm.errors import ConfigError
 
@@ -126,6 +127,21 @@ def test_raw_frames_inline_on_nsq_are_rejected_with_what_to_change(tmp_path: Pat
 )
 def test_frames_that_fit_pass_on_nsq(tmp_path: Path, frames: str) -> None:
     assert load_pipeline(write(tmp_path, nsq_frames(frames)), {}).service.frames
+
+
+@pytest.mark.parametrize(
+    ("broker", "frames", "decided"),
+    [
+        ("nsq://127.0.0.1:4150", FramesOptions(), "jpeg"),  # inline: frames must stay small
+        ("nsq://127.0.0.1:4150", FramesOptions(store="redis://127.0.0.1:6379/0"), "raw"),
+        ("nats://127.0.0.1:4222", FramesOptions(), "raw"),
+        (None, FramesOptions(format="png"), "png"),
+    ],
+)
+def test_auto_frame_format_is_jpeg_only_where_frames_travel_inline(
+    broker: str | None, frames: FramesOptions, decided: str
+) -> None:
+    assert ServiceOptions(broker=broker, frames=frames).frame_format == decided
 
 
 def test_raw_frames_pass_where_the_broker_stores_them(tmp_path: Path) -> None:

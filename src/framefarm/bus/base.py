@@ -80,8 +80,6 @@ class Bus(ABC):
     broker: dramatiq.Broker
     frames: FrameStore
     flow: Flow
-    #: Frames travel inside messages (so they must stay small): inputs then default to JPEG frames.
-    inline_frames: bool = False
     #: The backend library's errors that mean "down for now, try again": reconnect loops catch these.
     transient_errors: tuple[type[Exception], ...] = ()
 
@@ -106,9 +104,13 @@ class Bus(ABC):
     def pending(self, queue: str) -> int:
         """Messages waiting in ``queue`` (not counting delayed or in-progress ones)."""
 
-    def close(self) -> None:
-        with contextlib.suppress(*self.transient_errors):  # the broker is gone: those counts are lost
+    def flush_counts(self) -> None:
+        """Write the counts the flow still holds in this process; with the broker gone they are lost."""
+        with contextlib.suppress(*self.transient_errors):
             self.flow.flush_counts()
+
+    def close(self) -> None:
+        self.flush_counts()
         self.broker.close()
 
 

@@ -390,8 +390,7 @@ class NatsBus(Bus):
 
     def close(self) -> None:
         self.broker.close()
-        with contextlib.suppress(*self.transient_errors):
-            self.flow.flush_counts()  # a Redis flow's batched counts
+        self.flush_counts()  # a Redis flow's batched counts
         if isinstance(self.flow, NatsFlow):
             with contextlib.suppress(Exception):
                 self.link.call(self.flow.flush(), timeout=CLOSE_TIMEOUT_S)

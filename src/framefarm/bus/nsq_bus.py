@@ -8,7 +8,6 @@ Redis backend's frame store and flow state.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 
 import redis
@@ -38,7 +37,6 @@ class NsqBus(Bus):
         if service.frames.inline:
             self.flow = NsqFlow(self.broker)
             self.frames = InlineFrameStore(self.flow, max_inline=service.frames.max_inline)
-            self.inline_frames = True
             self.transient_errors = (BrokerConnectionError,)
         else:
             self.redis = redis.Redis.from_url(service.frames.store, health_check_interval=30)
@@ -60,8 +58,7 @@ class NsqBus(Bus):
         return self.broker.backlog(queue)[0]
 
     def close(self) -> None:
-        with contextlib.suppress(*self.transient_errors):
-            self.flow.flush_counts()
+        self.flush_counts()
         if isinstance(self.flow, NsqFlow):
             self.flow.close()
         self.broker.close()

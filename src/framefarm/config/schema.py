@@ -103,6 +103,13 @@ class ServiceOptions(StrictModel):
         """Frames travel inside the messages: an NSQ broker (nsqd keeps no payloads) and no Redis frame store."""
         return (self.broker or "").startswith("nsq://") and self.frames.inline
 
+    @property
+    def frame_format(self) -> str:
+        """``frames.format`` with ``auto`` decided: JPEG where frames travel inline, else raw pixels."""
+        if self.frames.format != "auto":
+            return self.frames.format
+        return "jpeg" if self.inline_frames else "raw"
+
 
 class ModuleOptions(StrictModel):
     """Options every module kind has. A kind subclasses a section base and adds ``name: Literal[...]``."""

@@ -19,6 +19,12 @@ from ..vision.codec import encode_frame, shrink
 from .folder import FolderInput, FolderOptions, Progress, patterns_field
 
 DEFAULT_PATTERNS = ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.webm", "*.ts"]
+PTS_TOLERANCE_S = 1e-6  # timestamps are rationals turned to floats
+
+
+def too_soon(pts: float | None, last: float | None, min_gap: float) -> bool:
+    """The ``fps`` limit: a frame less than ``min_gap`` seconds after the last one published is skipped."""
+    return bool(min_gap) and pts is not None and last is not None and pts - last < min_gap - PTS_TOLERANCE_S
 
 
 class DirVideosOptions(FolderOptions):
@@ -54,10 +60,7 @@ class DirVideos(FolderInput):
                 raise BadInput(f"video stream broken after some frames: {exc}") from exc
 
     def _publish_frames(self, frames, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
-        frames_cfg = self.ctx.service.frames
-        fmt = frames_cfg.format
-        if fmt == "auto":
-            fmt = "jpeg" if self.ctx.bus.inline_frames else "raw"
+        frames_cfg, fmt = self.ctx.service.frames, self.ctx.service.frame_format
         min_gap = 1.0 / self.options.fps if self.options.fps else 0.0
         last_pts: float | None = None
         clock = _Pacer() if self.options.realtime else None
@@ -65,7 +68,7 @@ class DirVideos(FolderInput):
             if index < start:
                 continue
             pts = float(frame.time) if frame.time is not None else None
-            if min_gap and pts is not None and last_pts is not None and pts - last_pts < min_gap - 1e-6:
+            if too_soon(pts, last_pts, min_gap):
                 continue
             if clock and pts is not None and stop.wait(clock.delay(pts)):
                 return False

@@ -124,7 +124,8 @@ class Master:
         self._wait(
             lambda: all(path.exists() for path in moved),
             REOPEN_TIMEOUT_S,
-            f"supervisord (pid {pid}) did not reopen {', '.join(str(p) for p in moved if not p.exists())}",
+            f"supervisord (pid {pid}) did not reopen the moved logs within {REOPEN_TIMEOUT_S:.0f}s: "
+            + ", ".join(map(str, moved)),
         )
 
     def _call(self, fn: Callable[[Any], Any]) -> Any:
