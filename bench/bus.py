@@ -39,7 +39,7 @@ from machine import child_pids, cpu_model, cpu_seconds, usable_cores
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from framefarm.bus import connect
 from framefarm.bus.base import Bus
-from framefarm.bus.message import FrameMessage
+from framefarm.message import FrameMessage
 from framefarm.bus.worker import WORKER_TIMEOUT_MS, serve_queue
 from framefarm.config.schema import ServiceOptions
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from framefarm.bus.memory import MemoryBus
 from framefarm.plugins import load_kinds
 
+from harness import memory_url
 from peers import Restartable, free_port, nats_server, nsqd_server, redis_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +25,14 @@ load_kinds()
 def redis_url(tmp_path: Path) -> Iterator[str]:
     with redis_server(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def bus_url() -> Iterator[str]:
+    """A fresh in-memory bus (framefarm.bus.memory): for unit tests of module kinds, no server needed."""
+    url = memory_url()
+    yield url
+    MemoryBus.forget(url.removeprefix("memory://"))
 
 
 BROKERS = ["embedded", "nats", "nsq"]

@@ -1,9 +1,10 @@
-"""Run one input module in a thread against a real Redis, and read what it queued."""
+"""Run one input module in a thread on the in-memory bus, and read what it queued."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,17 +13,23 @@ import dramatiq
 
 from framefarm.bus import connect
 from framefarm.bus.base import Bus
-from framefarm.bus.context import ModuleContext
-from framefarm.bus.message import FrameMessage
+from framefarm.bus.memory import MemoryBus
 from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import ServiceOptions
 from framefarm.ingest.base import Input
+from framefarm.message import FrameMessage
+from framefarm.modules.context import ModuleContext
 
 QUEUE = "sink"
 
 
+def memory_url() -> str:
+    """A fresh in-memory bus; inputs made with the same URL share its queues, frames and flow state."""
+    return f"memory://{uuid.uuid4().hex}"
+
+
 def make_input(
-    kind: type[Input], tmp_path: Path, redis_url: str, service: ServiceOptions | None = None, **options: object
+    kind: type[Input], tmp_path: Path, bus_url: str, service: ServiceOptions | None = None, **options: object
 ) -> Input:
     service = service or ServiceOptions(runtime_dir=tmp_path / "run")
     (tmp_path / "in").mkdir(exist_ok=True)
@@ -32,7 +39,7 @@ def make_input(
         options=kind.Options.model_validate(raw),
         service=service,
         routes=Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
-        bus=connect(redis_url, service),
+        bus=connect(bus_url, service),
         base_dir=tmp_path,
         runtime_dir=tmp_path / "run",
         log=logging.getLogger("test"),
@@ -55,9 +62,7 @@ def running(module: Input) -> Iterator[None]:
 
 def queued(bus: Bus) -> list[FrameMessage]:
     """Messages waiting in the sink queue, oldest first (read without consuming)."""
-    client = bus.client  # the Redis backend's client: these tests read the Redis layout
-    ids = client.lrange(f"framefarm:{QUEUE}", 0, -1)
-    return [
-        FrameMessage.model_validate(dramatiq.Message.decode(client.hget(f"framefarm:{QUEUE}.msgs", i)).args[0])
-        for i in ids
-    ]
+    assert isinstance(bus, MemoryBus)
+    waiting = bus.broker.queues.get(QUEUE)
+    encoded = list(waiting.queue) if waiting is not None else []
+    return [FrameMessage.model_validate(dramatiq.Message.decode(data).args[0]) for data in encoded]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from framefarm.bus import check_service
 from framefarm.config.pipeline import load_pipeline
 from framefarm.config.schema import FramesOptions, ServiceOptions
 from framefarm.config.types import redact_url
@@ -47,7 +48,7 @@ def write(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
 
 def problems(path: Path, env: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_pipeline(path, env or {})
+        load_pipeline(path, env or {}, check_service=check_service)
     return info.value.problems
 
 

@@ -12,8 +12,8 @@ from harness import make_input, queued, running
 from peers import wait_for
 
 
-def test_waits_for_a_file_to_be_complete_then_publishes_its_bytes(tmp_path: Path, redis_url: str) -> None:
-    module = make_input(DirImages, tmp_path, redis_url, after="keep")
+def test_waits_for_a_file_to_be_complete_then_publishes_its_bytes(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirImages, tmp_path, bus_url, after="keep")
     data = (MEDIA / "dog.jpg").read_bytes()
     with running(module):
         with (tmp_path / "in" / "dog.jpg").open("wb") as handle:
@@ -29,25 +29,25 @@ def test_waits_for_a_file_to_be_complete_then_publishes_its_bytes(tmp_path: Path
     assert module.ctx.bus.flow.in_flight("uploads") == 1
 
 
-def test_a_restart_never_publishes_a_file_twice(tmp_path: Path, redis_url: str) -> None:
+def test_a_restart_never_publishes_a_file_twice(tmp_path: Path, bus_url: str) -> None:
     for name in ("a.jpg", "b.png"):
         (tmp_path / "in" / name).parent.mkdir(exist_ok=True)
     (tmp_path / "in" / "a.jpg").write_bytes((MEDIA / "dog.jpg").read_bytes())
     (tmp_path / "in" / "b.jpg").write_bytes((MEDIA / "eagle.jpg").read_bytes())
-    first = make_input(DirImages, tmp_path, redis_url, after="keep")
+    first = make_input(DirImages, tmp_path, bus_url, after="keep")
     with running(first):
         wait_for(lambda: len(queued(first.ctx.bus)) == 2)
-    second = make_input(DirImages, tmp_path, redis_url, after="keep")
+    second = make_input(DirImages, tmp_path, bus_url, after="keep")
     with running(second):
         threading.Event().wait(1.0)
     assert sorted(m.source for m in queued(second.ctx.bus)) == ["a.jpg", "b.jpg"]
     (tmp_path / "in" / "a.jpg").write_bytes((MEDIA / "horses.jpg").read_bytes())  # new content, same name
-    with running(make_input(DirImages, tmp_path, redis_url, after="keep")):
+    with running(make_input(DirImages, tmp_path, bus_url, after="keep")):
         wait_for(lambda: len(queued(second.ctx.bus)) == 3)
 
 
-def test_bad_files_are_moved_aside_with_a_reason(tmp_path: Path, redis_url: str) -> None:
-    module = make_input(DirImages, tmp_path, redis_url, failed_dir="bad")
+def test_bad_files_are_moved_aside_with_a_reason(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirImages, tmp_path, bus_url, failed_dir="bad")
     jpeg = (MEDIA / "dog.jpg").read_bytes()
     corrupt = jpeg[:2000] + bytes(range(256)) * 40 + jpeg[-2:]
     (tmp_path / "in" / "corrupt.jpg").write_bytes(corrupt)
@@ -61,8 +61,8 @@ def test_bad_files_are_moved_aside_with_a_reason(tmp_path: Path, redis_url: str)
     assert module.ctx.bus.flow.counters()["uploads"]["failed"] == 2
 
 
-def test_a_file_input_waits_at_max_in_flight_instead_of_dropping(tmp_path: Path, redis_url: str) -> None:
-    module = make_input(DirImages, tmp_path, redis_url, max_in_flight=2)
+def test_a_file_input_waits_at_max_in_flight_instead_of_dropping(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirImages, tmp_path, bus_url, max_in_flight=2)
     for i in range(5):
         (tmp_path / "in" / f"{i}.jpg").write_bytes((MEDIA / "eagle.jpg").read_bytes())
     bus = module.ctx.bus

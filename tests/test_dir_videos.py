@@ -31,9 +31,9 @@ def write_video(path: Path, frames: int = FRAMES, fps: int = 12) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["auto", "raw", "jpeg"])
-def test_every_frame_is_published_in_order_with_its_index(tmp_path: Path, redis_url: str, fmt: str) -> None:
+def test_every_frame_is_published_in_order_with_its_index(tmp_path: Path, bus_url: str, fmt: str) -> None:
     service = ServiceOptions(runtime_dir=tmp_path / "run", frames=FramesOptions(format=fmt))
-    module = make_input(DirVideos, tmp_path, redis_url, service, max_in_flight=100)
+    module = make_input(DirVideos, tmp_path, bus_url, service, max_in_flight=100)
     write_video(tmp_path / "in" / "clip.mp4")
     with running(module):
         wait_for(lambda: (tmp_path / "in" / ".done" / "clip.mp4").exists())
@@ -46,22 +46,22 @@ def test_every_frame_is_published_in_order_with_its_index(tmp_path: Path, redis_
     assert abs(float(image.mean()) - 80) < 4  # frame 10 is grey level 80
 
 
-def test_a_restart_resumes_at_the_first_unpublished_frame(tmp_path: Path, redis_url: str) -> None:
+def test_a_restart_resumes_at_the_first_unpublished_frame(tmp_path: Path, bus_url: str) -> None:
     (tmp_path / "in").mkdir()
     write_video(tmp_path / "in" / "clip.mp4")
-    first = make_input(DirVideos, tmp_path, redis_url, max_in_flight=10)
+    first = make_input(DirVideos, tmp_path, bus_url, max_in_flight=10)
     with running(first):
         wait_for(lambda: len(queued(first.ctx.bus)) == 10)  # blocked at max_in_flight: stop here
     for message in queued(first.ctx.bus):
         first.ctx.bus.frames.release(message.key, "uploads")
-    second = make_input(DirVideos, tmp_path, redis_url, max_in_flight=100)
+    second = make_input(DirVideos, tmp_path, bus_url, max_in_flight=100)
     with running(second):
         wait_for(lambda: (tmp_path / "in" / ".done" / "clip.mp4").exists())
     assert [m.frame_index for m in queued(second.ctx.bus)] == list(range(FRAMES))  # no frame twice
 
 
-def test_fps_limit_and_broken_files(tmp_path: Path, redis_url: str) -> None:
-    module = make_input(DirVideos, tmp_path, redis_url, fps=4, max_in_flight=100, incomplete_timeout=0.3)
+def test_fps_limit_and_broken_files(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirVideos, tmp_path, bus_url, fps=4, max_in_flight=100, incomplete_timeout=0.3)
     write_video(tmp_path / "in" / "clip.mp4")
     (tmp_path / "in" / "notes.mp4").write_text("not a video")
     with running(module):
@@ -71,8 +71,8 @@ def test_fps_limit_and_broken_files(tmp_path: Path, redis_url: str) -> None:
     assert "cannot open as video" in (tmp_path / "in" / ".failed" / "notes.mp4.error.txt").read_text()
 
 
-def test_realtime_paces_frames_by_their_timestamps(tmp_path: Path, redis_url: str) -> None:
-    module = make_input(DirVideos, tmp_path, redis_url, realtime=True, max_in_flight=100)
+def test_realtime_paces_frames_by_their_timestamps(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirVideos, tmp_path, bus_url, realtime=True, max_in_flight=100)
     write_video(tmp_path / "in" / "clip.mp4")  # 24 frames at 12 fps: two seconds of video
     with running(module):
         wait_for(lambda: len(queued(module.ctx.bus)) == FRAMES)

@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field
 
 from framefarm.bus import connect
-from framefarm.bus.context import ModuleContext
-from framefarm.bus.message import FrameMessage
+from framefarm.modules.context import ModuleContext
+from framefarm.message import FrameMessage
 from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import InputOptions, ServiceOptions
 from framefarm.ingest.base import Publisher

@@ -16,9 +16,9 @@ import pytest
 from dramatiq.errors import ConnectionClosed, QueueJoinTimeout
 from dramatiq.message import Message
 
-from framefarm.bus.nats_broker import NatsConsumer, NatsMessage
-from framefarm.bus.nats_bus import NatsBus
-from framefarm.bus.nats_store import stream_name
+from framefarm.bus.nats.broker import NatsConsumer, NatsMessage
+from framefarm.bus.nats import NatsBus
+from framefarm.bus.nats.jetstream import stream_name
 from framefarm.config.schema import ServiceOptions
 from framefarm.errors import FrameMissing
 

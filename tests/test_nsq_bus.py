@@ -17,15 +17,15 @@ import dramatiq
 import pytest
 from dramatiq.errors import BrokerConnectionError
 
-from framefarm.bus.base import connect
-from framefarm.bus.message import FrameMessage
-from framefarm.bus.nsq_broker import decode, encode
-from framefarm.bus.nsq_bus import NsqBus
-from framefarm.bus.nsq_client import Subscription
-from framefarm.bus.nsq_http import NsqEndpoints
-from framefarm.bus.nsq_protocol import MAX_NAME_LENGTH, nsq_name
-from framefarm.bus.nsq_store import FrameTooLarge, InlineFrameStore
-from framefarm.bus.redis_bus import RedisFrameStore
+from framefarm.bus import connect
+from framefarm.message import FrameMessage
+from framefarm.bus.nsq.broker import decode, encode
+from framefarm.bus.nsq import NsqBus
+from framefarm.bus.nsq.client import Subscription
+from framefarm.bus.nsq.http import NsqEndpoints
+from framefarm.bus.nsq.protocol import MAX_NAME_LENGTH, nsq_name
+from framefarm.bus.nsq.frames import FrameTooLarge, InlineFrameStore
+from framefarm.bus.redis import RedisFrameStore
 from framefarm.config.schema import ServiceOptions
 from framefarm.errors import BusError
 
@@ -230,8 +230,8 @@ def test_redis_frame_store(nsqd: str, redis_url: str) -> None:
 
 CHILD = """
 import sys, time
-from framefarm.bus.nsq_broker import NsqBroker
-from framefarm.bus.nsq_http import NsqEndpoints
+from framefarm.bus.nsq.broker import NsqBroker
+from framefarm.bus.nsq.http import NsqEndpoints
 consumer = NsqBroker(NsqEndpoints.from_url(sys.argv[1])).consume(sys.argv[2], prefetch=1, timeout=100)
 while next(consumer) is None:
     pass

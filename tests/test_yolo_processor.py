@@ -11,8 +11,8 @@ import cv2
 import pytest
 
 from framefarm.bus import connect
-from framefarm.bus.context import ModuleContext
-from framefarm.bus.message import FrameMessage
+from framefarm.modules.context import ModuleContext
+from framefarm.message import FrameMessage
 from framefarm.config.routing import Routes
 from framefarm.config.schema import ServiceOptions
 from framefarm.tasks.yolo import Yolo

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .bus import connect
+from .bus import check_service, connect
 from .config.describe import describe_kind
 from .config.pipeline import Pipeline, load_pipeline
 from .config.registry import REGISTRIES
@@ -91,9 +91,14 @@ def _print_problems(config: Path, exc: ConfigError) -> None:
     print(f"configuration file {config} test failed", file=sys.stderr)
 
 
+def load(config: Path) -> Pipeline:
+    """The full validation, the same for ``-t``, start, render and reload: kinds' checks and the broker's."""
+    return load_pipeline(config, check_service=check_service)
+
+
 def cmd_test(config: Path, *, connect: bool = False) -> int:
     try:
-        pipeline = load_pipeline(config)
+        pipeline = load(config)
     except ConfigError as exc:
         _print_problems(config, exc)
         return EXIT_FAILED
@@ -118,7 +123,7 @@ def check_connection(pipeline: Pipeline) -> None:
 
 
 def cmd_start(config: Path, args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(config)
+    pipeline = load(config)
     layout = Layout(pipeline.runtime_dir)
     master = Master(layout)
     if master.running():
@@ -133,7 +138,7 @@ def cmd_start(config: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_render(config: Path, _args: argparse.Namespace) -> int:
-    print(render(load_pipeline(config)))
+    print(render(load(config)))
     return EXIT_OK
 
 
@@ -168,7 +173,7 @@ def cmd_describe(_config: Path, args: argparse.Namespace) -> int:
 
 
 def signal_reload(config: Path) -> int:
-    pipeline = load_pipeline(config)  # invalid: raises, and the running pipeline is left as it is
+    pipeline = load(config)  # invalid: raises, and the running pipeline is left as it is
     layout = Layout(pipeline.runtime_dir)
     master = Master(layout)
     if not master.running():

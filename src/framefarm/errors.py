@@ -42,7 +42,18 @@ class IncompleteFile(BadInput):
 
 
 class SinkError(FramefarmError):
-    """An output could not deliver; the message is retried."""
+    """An output could not deliver. Raise one of the two kinds below so the stage knows what to do."""
+
+
+class SinkUnavailable(SinkError):
+    """Worth another try: the receiver is down, timed out or answered 5xx/429. Retried with backoff."""
+
+
+class SinkRejected(SinkError):
+    """Never worth another try: the receiver refused the result (a 4xx, a payload it does not take).
+
+    The frame is dropped and counted as ``rejected.<output>``; the receiver's answer belongs in the message.
+    """
 
 
 class BusError(FramefarmError):

@@ -18,16 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .backoff import Backoff
 from .bus import connect
-from .bus.base import Bus
-from .bus.context import ModuleContext
 from .config.envexpand import expand
 from .config.registry import REGISTRIES
 from .config.routing import Routes
 from .config.schema import ServiceOptions
-from .errors import BusError, FramefarmError, SourceError
-from .ingest.base import Input
+from .errors import FramefarmError
+from .modules.base import Module
+from .modules.context import ModuleContext
 from .plugins import load_kinds
 
 EXIT_OK = 0
@@ -38,7 +36,7 @@ EXIT_CONFIG = 78  # sysexits EX_CONFIG
 log = logging.getLogger("framefarm.runner")
 
 
-def build_context(snapshot: dict[str, Any]) -> tuple[type, ModuleContext]:
+def build_context(snapshot: dict[str, Any]) -> tuple[type[Module[Any]], ModuleContext[Any]]:
     """Expand ``${VAR}`` from this process's environment and validate, exactly as ``pipectl -t`` does."""
     missing: list[str] = []
 
@@ -51,7 +49,7 @@ def build_context(snapshot: dict[str, Any]) -> tuple[type, ModuleContext]:
     if missing:
         raise FramefarmError(f"environment variables not set: {', '.join(sorted(set(missing)))}")
     kind = REGISTRIES[snapshot["section"]].get(snapshot["kind"])
-    if kind is None:
+    if kind is None or not issubclass(kind, Module):
         raise FramefarmError(f'{snapshot["section"]} kind "{snapshot["kind"]}" is not installed')
     options = kind.Options.model_validate(options_raw)
     base_dir = Path(snapshot["config"]).parent
@@ -66,21 +64,6 @@ def build_context(snapshot: dict[str, Any]) -> tuple[type, ModuleContext]:
         log=logging.getLogger(f"framefarm.{snapshot['alias']}"),
     )
     return kind, ctx
-
-
-def run_input(module: Input, bus: Bus, stop: threading.Event) -> None:
-    """Run an input until stopped; source and broker failures are retried with backoff, never fatal."""
-    backoff = Backoff()
-    retryable = (SourceError, BusError, *bus.transient_errors)
-    while not stop.is_set():
-        try:
-            bus.ping()
-            backoff.reset()
-            module.run(stop)
-        except retryable as exc:
-            delay = backoff.next_delay()
-            log.warning("%s; retrying in %.1fs", exc, delay)
-            stop.wait(delay)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,11 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     log.info("starting %s %s", snapshot["section"][:-1], snapshot["kind"])
     try:
-        module = kind(ctx)
-        if isinstance(module, Input):
-            run_input(module, ctx.bus, stop)
-        else:
-            module.serve(stop)
+        kind(ctx).serve(stop)
     except Exception:
         log.exception("module failed; exiting so that supervisord restarts it")
         return EXIT_FAILURE

@@ -1,22 +1,37 @@
-"""The seam between modules and a queue backend: one Bus per process, chosen by the broker URL's scheme."""
+"""The seam between modules and a queue backend: one Bus per process, chosen by the broker URL's scheme.
+
+A backend provides three things with the same face: a plain Dramatiq broker (messages), a FrameStore (the
+bytes of frames, beside the broker or inside its messages) and a Flow (per-stream in-flight bounds,
+sequence numbers and counters). Nothing here knows module kinds or routing.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import dramatiq
 
 from ..config.schema import ServiceOptions
+from ..config.yamlpos import Loc
 from ..errors import BusError
-from .message import FrameMessage
+from ..message import FrameMessage
+from .counts import BatchedCounts, Deltas
+
+#: Every key, subject and stream framefarm creates on a broker starts with this.
+NAMESPACE = "framefarm"
 
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_MIN_BACKOFF_MS = 500
 DEFAULT_MAX_BACKOFF_MS = 30_000
+
+
+def frame_key(stream: str) -> str:
+    """A new, unique frame-store key for a frame of ``stream``."""
+    return f"{NAMESPACE}:frame:{stream}:{uuid.uuid4().hex}"
 
 
 class FrameStore(ABC):
@@ -35,7 +50,7 @@ class FrameStore(ABC):
         """The frame's bytes. Raises FrameMissing when it expired or was released."""
 
     def fetch(self, message: FrameMessage) -> bytes:
-        """The frame of ``message``: carried inline, or looked up by its key."""
+        """The frame of ``message``: carried inline, or looked up by its key. Modules always use this."""
         return message.frame if message.frame is not None else self.get(message.key)
 
     @abstractmethod
@@ -48,7 +63,13 @@ class FrameStore(ABC):
 
 
 class Flow(ABC):
-    """Per-stream bound on frames in flight, and the counters shown by ``pipectl status``."""
+    """Per-stream bound on frames in flight, and the counters shown by ``pipectl status``.
+
+    Counts are batched in the process (bus/counts.py); a backend writes a batch in ``write_counts``.
+    """
+
+    def __init__(self) -> None:
+        self.counts = BatchedCounts(self.write_counts, name=type(self).__name__)
 
     @abstractmethod
     def admit(self, stream: str, key: str, *, limit: int, ttl: float) -> bool:
@@ -62,16 +83,25 @@ class Flow(ABC):
     def in_flight(self, stream: str | None = None) -> int:
         """Frames in flight for ``stream``, or for every stream."""
 
-    @abstractmethod
     def count(self, stream: str, counter: str, amount: int = 1) -> None:
-        """Add to one of ``stream``'s counters (frames, dropped, stale, failed, delivered...)."""
+        """Add to one of ``stream``'s counters (names in framefarm.modules.counters); written within a period."""
+        self.counts.add(stream, counter, amount)
+
+    def flush_counts(self) -> None:
+        """Write the counts this process still holds now."""
+        self.counts.flush()
+
+    @abstractmethod
+    def write_counts(self, deltas: Deltas) -> None:
+        """Add ``deltas`` to the shared totals; raise to keep them for the next try."""
 
     @abstractmethod
     def counters(self) -> dict[str, dict[str, int]]:
-        """Every stream's counters."""
+        """Every stream's counters, including what this process had not written yet."""
 
-    def flush_counts(self) -> None:  # noqa: B027  (a hook: most backends write counts at once)
-        """Write counts this process still holds (backends that batch them override this)."""
+    def close(self) -> None:
+        """Write the remaining counts and stop background work; the bus closes the connection after."""
+        self.counts.close()
 
 
 class Bus(ABC):
@@ -82,6 +112,18 @@ class Bus(ABC):
     flow: Flow
     #: The backend library's errors that mean "down for now, try again": reconnect loops catch these.
     transient_errors: tuple[type[Exception], ...] = ()
+    #: The ``frames.store`` kinds this backend supports: broker, inline, redis.
+    frame_stores: ClassVar[tuple[str, ...]] = ("broker", "redis")
+
+    @classmethod
+    def check(cls, service: ServiceOptions) -> Iterator[tuple[Loc, str]]:
+        """Yield what this backend cannot do of ``service`` (``pipectl -t``, start and reload run it)."""
+        kind = service.frames.store_kind
+        if kind not in cls.frame_stores:
+            yield (
+                ("service", "frames", "store"),
+                f"{kind} is not a frame store of {cls.__name__} (it has: {', '.join(cls.frame_stores)})",
+            )
 
     def send(self, queue: str, payload: dict[str, Any]) -> None:
         """Enqueue ``payload`` for the stage whose actor and queue are both named ``queue``."""
@@ -90,7 +132,7 @@ class Bus(ABC):
         )
 
     def declare_actor(self, queue: str, fn: Callable[[dict[str, Any]], None], **options: Any) -> dramatiq.Actor:
-        """Declare the consuming actor of ``queue``; FrameMissing and stale frames are not retried."""
+        """Declare the consuming actor of ``queue`` (options: Dramatiq's, e.g. max_retries, min_backoff)."""
         options.setdefault("max_retries", DEFAULT_MAX_RETRIES)
         options.setdefault("min_backoff", DEFAULT_MIN_BACKOFF_MS)
         options.setdefault("max_backoff", DEFAULT_MAX_BACKOFF_MS)
@@ -104,31 +146,8 @@ class Bus(ABC):
     def pending(self, queue: str) -> int:
         """Messages waiting in ``queue`` (not counting delayed or in-progress ones)."""
 
-    def flush_counts(self) -> None:
-        """Write the counts the flow still holds in this process; with the broker gone they are lost."""
-        with contextlib.suppress(*self.transient_errors):
-            self.flow.flush_counts()
-
     def close(self) -> None:
-        self.flush_counts()
+        """Write the flow's last counts, then close the broker; with the broker gone the counts are lost."""
+        with contextlib.suppress(*self.transient_errors, BusError):
+            self.flow.close()
         self.broker.close()
-
-
-BACKENDS: dict[str, Callable[[str, ServiceOptions], Bus]] = {}
-
-
-def register_backend(*schemes: str) -> Callable[[Any], Any]:
-    def decorate(factory: Any) -> Any:
-        for scheme in schemes:
-            BACKENDS[scheme] = factory
-        return factory
-
-    return decorate
-
-
-def connect(url: str, service: ServiceOptions) -> Bus:
-    """Build the Bus for ``url``; the scheme picks the backend."""
-    scheme = urlsplit(url).scheme
-    if scheme not in BACKENDS:
-        raise BusError(f'unsupported broker URL scheme "{scheme}" (supported: {", ".join(sorted(BACKENDS))})')
-    return BACKENDS[scheme](url, service)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,11 @@ from ..errors import ConfigError
 from .envexpand import expand
 from .registry import REGISTRIES, SECTIONS, CheckContext, ModuleKind
 from .routing import Routes, Stage
-from .schema import NSQD_DEFAULT_MAX_MSG_SIZE, ServiceOptions
+from .schema import ServiceOptions
 from .yamlpos import Document, Loc, format_loc, load_document
 
 TOP_LEVEL_KEYS = ("service", "pipeline")
-RAW_BYTES_PER_PIXEL = 3  # BGR
-REDIS_STORE_HINT = "keep frames in Redis with frames.store: redis://host:6379/0"
+ServiceCheck = Callable[[ServiceOptions], Iterable[tuple[Loc, str]]]
 
 
 @dataclass(frozen=True)
@@ -75,10 +73,17 @@ class _Collector:
             self.add(loc, message)
 
 
-def load_pipeline(path: Path | str, env: Mapping[str, str] | None = None, *, deep: bool = True) -> Pipeline:
+def load_pipeline(
+    path: Path | str,
+    env: Mapping[str, str] | None = None,
+    *,
+    deep: bool = True,
+    check_service: ServiceCheck | None = None,
+) -> Pipeline:
     """Parse, expand, validate and cross-check ``path``; raise ConfigError listing every problem.
 
     ``deep`` runs each kind's ``check`` (files exist, models load); modules skip it for speed at start.
+    ``check_service`` is the broker backend's own check (the bus layer passes it: config imports no backend).
     """
     path = Path(path).resolve()
     doc = load_document(path)
@@ -104,13 +109,23 @@ def load_pipeline(path: Path | str, env: Mapping[str, str] | None = None, *, dee
     if modules_valid:  # routing checks on half the modules would only mislead
         _check_routing(modules, routes, out)
     if deep:
-        ctx = CheckContext(base_dir=path.parent, service=service or ServiceOptions())
-        for index, module in _indexed(modules):
-            for loc, message in module.kind.check(module.options, ctx):
-                out.add(("pipeline", module.section, index, *loc), message)
+        _deep_checks(path, service, modules, check_service, out)
     if out.problems or service is None:
         raise ConfigError(out.problems)
     return Pipeline(path, service, raw.get("service") or {}, tuple(modules), routes)
+
+
+def _deep_checks(
+    path: Path, service: ServiceOptions | None, modules: list[ModuleSpec], check: ServiceCheck | None, out: _Collector
+) -> None:
+    """What would fail at start: the broker backend's limits, each kind's files, models and ports."""
+    if check is not None and service is not None:
+        for loc, message in check(service):
+            out.add(loc, message)
+    ctx = CheckContext(base_dir=path.parent, service=service or ServiceOptions())
+    for index, module in _indexed(modules):
+        for loc, message in module.kind.check(module.options, ctx):
+            out.add(("pipeline", module.section, index, *loc), message)
 
 
 def _validate_service(data: Any, out: _Collector) -> ServiceOptions | None:
@@ -119,40 +134,7 @@ def _validate_service(data: Any, out: _Collector) -> ServiceOptions | None:
     except ValidationError as exc:
         out.add_validation(("service",), exc)
         return None
-    if service.inline_frames:
-        _check_inline_frames(service, out)
     return service
-
-
-def _check_inline_frames(service: ServiceOptions, out: _Collector) -> None:
-    """Frames inside NSQ messages must fit under frames.max_inline, and that under nsqd's message size."""
-    frames = service.frames
-    if frames.max_inline > frames.max_message:
-        limit = f"frames.max_message ({frames.max_message}, nsqd's --max-msg-size)"
-        if "max_message" not in frames.model_fields_set:
-            limit = f"nsqd's default --max-msg-size ({NSQD_DEFAULT_MAX_MSG_SIZE} bytes)"
-        out.add(
-            ("service", "frames", "max_inline"),
-            f"{frames.max_inline} is more than {limit}: nsqd would refuse frames that large; lower it, or run "
-            "nsqd with a larger --max-msg-size and set frames.max_message to it, or " + REDIS_STORE_HINT,
-        )
-    if frames.format != "raw":
-        return
-    largest_side = math.isqrt(frames.max_inline // RAW_BYTES_PER_PIXEL)
-    if frames.max_side is None:
-        hd = 1280 * 720 * RAW_BYTES_PER_PIXEL
-        reason = f"frames.max_side is not set, so nothing bounds their size (a 1280x720 frame is {hd} bytes)"
-    elif frames.max_side > largest_side:
-        worst = frames.max_side**2 * RAW_BYTES_PER_PIXEL
-        reason = f"with frames.max_side: {frames.max_side} one can be {worst} bytes"
-    else:
-        return
-    out.add(
-        ("service", "frames", "format"),
-        f"raw frames travel inside NSQ messages and would not fit under frames.max_inline ({frames.max_inline}): "
-        f"{reason}; use frames.format: jpeg (or auto), set frames.max_side to {largest_side} or less, or "
-        + REDIS_STORE_HINT,
-    )
 
 
 def _validate_modules(data: Any, raw: Any, out: _Collector) -> list[ModuleSpec]:

@@ -6,7 +6,6 @@ import logging
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -84,11 +83,9 @@ REGISTRIES = {section: Registry(section) for section in SECTIONS}
 inputs, processors, outputs = (REGISTRIES[s] for s in SECTIONS)
 
 
-def load_plugins(builtin_modules: list[str]) -> list[str]:
-    """Import the built-in kinds, then third-party ones from entry points; return what failed to load."""
+def load_plugins() -> list[str]:
+    """Register third-party kinds from their entry points; return what failed to load."""
     failures = []
-    for module in builtin_modules:
-        import_module(module)
     for section, group in ENTRY_POINT_GROUPS.items():
         for point in entry_points(group=group):
             try:

@@ -15,6 +15,11 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0
 DEFAULT_DRAIN_TIMEOUT_S = 120.0
 DEFAULT_STOP_TIMEOUT_S = 20.0
 DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_RECONNECT_INITIAL_S = 0.5
+DEFAULT_RECONNECT_MAX_S = 30.0
+DEFAULT_MAX_RETRIES = 8
+DEFAULT_RETRY_MIN_S = 0.5
+DEFAULT_RETRY_MAX_S = 30.0
 NSQD_DEFAULT_MAX_MSG_SIZE = 1024 * 1024  # nsqd's --max-msg-size when it is not given
 DEFAULT_MAX_INLINE_BYTES = 768 * 1024  # the rest of nsqd's 1 MiB is room for the message's other fields
 INLINE_STORES = ("broker", "inline")  # with an nsq:// broker these put frames inside the messages
@@ -28,8 +33,9 @@ class FramesOptions(StrictModel):
     store: str = Field(
         "broker",
         pattern=r"^(broker|inline|rediss?://.+|unix://.+)$",
-        description="Where frame bytes live: `broker` (the store beside the broker: Redis keys, NATS object "
-        "store), `inline` (inside the message), or a redis:// URL.",
+        description="Where frame bytes live: `broker` (the broker's own choice: Redis keys; on NATS inside the "
+        "message when it fits, else a JetStream stream; on NSQ inside the message), `inline` (inside the message), "
+        "or a redis:// URL.",
     )
     max_inline: int = Field(
         DEFAULT_MAX_INLINE_BYTES,
@@ -62,6 +68,11 @@ class FramesOptions(StrictModel):
         description="Video inputs shrink decoded frames to at most this many pixels a side before storing them "
         "(less bus traffic); results are still reported in the original frame's pixels.",
     )
+
+    @property
+    def store_kind(self) -> str:
+        """``broker``, ``inline`` or ``redis`` (any redis:// or unix:// URL): what a backend must support."""
+        return self.store if self.store in INLINE_STORES else "redis"
 
     @property
     def inline(self) -> bool:
@@ -111,6 +122,25 @@ class ServiceOptions(StrictModel):
         return "jpeg" if self.inline_frames else "raw"
 
 
+class ReconnectOptions(StrictModel):
+    """How an input retries a source that failed: exponential backoff with jitter, reset by a published frame."""
+
+    initial: Duration = Field(DEFAULT_RECONNECT_INITIAL_S, gt=0, description="First delay after a failure.")
+    max: Duration = Field(DEFAULT_RECONNECT_MAX_S, gt=0, description="Longest delay between two attempts.")
+
+
+class RetryOptions(StrictModel):
+    """How a stage retries a frame whose work failed with a retryable error (receiver down, timeout, 5xx)."""
+
+    max_retries: int = Field(
+        DEFAULT_MAX_RETRIES,
+        ge=0,
+        description="Retries before the frame goes to the dead letters (kept 7 days, counted as `dead`).",
+    )
+    min_backoff: Duration = Field(DEFAULT_RETRY_MIN_S, description="Delay before the first retry.")
+    max_backoff: Duration = Field(DEFAULT_RETRY_MAX_S, description="Longest delay between two retries.")
+
+
 class ModuleOptions(StrictModel):
     """Options every module kind has. A kind subclasses a section base and adds ``name: Literal[...]``."""
 
@@ -131,6 +161,9 @@ class InputOptions(ModuleOptions):
     max_age: Duration | None = Field(
         None, description="Frames older than this are skipped (and counted) instead of processed."
     )
+    reconnect: ReconnectOptions = Field(
+        default_factory=ReconnectOptions, description="Backoff between attempts when the source fails."
+    )
 
 
 class StageOptions(ModuleOptions):
@@ -138,6 +171,9 @@ class StageOptions(ModuleOptions):
 
     match: TagGlob = Field("*", description="Glob on tags (fluent-bit Match) of the frames to take.")
     threads: int | None = Field(2, ge=1, le=512, description="Worker threads per process.")
+    retry: RetryOptions = Field(
+        default_factory=RetryOptions, description="Retries of a frame whose work failed with a retryable error."
+    )
 
     @property
     def worker_threads(self) -> int:

@@ -21,10 +21,8 @@ class DirImagesOptions(FolderOptions):
 
 
 @registry.inputs.register
-class DirImages(FolderInput):
+class DirImages(FolderInput[DirImagesOptions]):
     """The file's bytes are the frame: no decode and re-encode, the detector decodes it once."""
-
-    Options = DirImagesOptions
 
     def publish_file(self, path: Path, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
         try:

@@ -41,9 +41,7 @@ class DirVideosOptions(FolderOptions):
 
 
 @registry.inputs.register
-class DirVideos(FolderInput):
-    Options = DirVideosOptions
-
+class DirVideos(FolderInput[DirVideosOptions]):
     def publish_file(self, path: Path, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
         try:
             container = av.open(str(path))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from fnmatch import fnmatch
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -32,6 +32,8 @@ DEFAULT_SETTLE_S = 0.5
 DEFAULT_RESCAN_S = 10.0
 DEFAULT_INCOMPLETE_TIMEOUT_S = 10.0
 TICK_S = 0.1
+
+FO = TypeVar("FO", bound="FolderOptions")
 
 Progress = Callable[[int], None]  # called with the next frame index after each published frame
 
@@ -67,9 +69,7 @@ class FolderOptions(InputOptions):
     )
 
 
-class FolderInput(Input):
-    Options: ClassVar[type[FolderOptions]]
-
+class FolderInput(Input[FO]):
     @classmethod
     def check(cls, options: FolderOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         folder = ctx.resolve(options.path)
@@ -87,7 +87,7 @@ class FolderInput(Input):
         Raise IncompleteFile for a file that may still be being written, BadInput for one that is unusable.
         """
 
-    def run(self, stop: threading.Event) -> None:
+    def read(self, stop: threading.Event) -> None:
         folder = self.ctx.resolve(self.options.path)
         watcher = FolderWatcher(self, folder)
         ledger = Ledger(self.ctx.state_dir() / f"{self.ctx.alias}.sqlite")
@@ -106,7 +106,7 @@ class FolderInput(Input):
 class FolderWatcher(FileSystemEventHandler):
     """Collects candidate files from events and rescans, and hands each on once it has settled."""
 
-    def __init__(self, owner: FolderInput, folder: Path) -> None:
+    def __init__(self, owner: FolderInput[Any], folder: Path) -> None:
         self.owner = owner
         self.options: FolderOptions = owner.options
         self.folder = folder

@@ -11,12 +11,12 @@ import cv2
 from pydantic import Field
 
 from ..atomic import write_atomic
-from ..bus.message import FrameMessage
-from ..bus.results import result_json, yolo_text
 from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import OutputOptions
 from ..config.yamlpos import Loc
+from ..message import FrameMessage
+from ..results import result_json, yolo_text
 from ..vision.codec import decode_frame, encode_frame
 from ..vision.detections import Detection
 from ..vision.draw import draw_detections
@@ -46,9 +46,7 @@ def file_stem(message: FrameMessage) -> str:
 
 
 @registry.outputs.register
-class ImageFiles(Output):
-    Options = ImageFilesOptions
-
+class ImageFiles(Output[ImageFilesOptions]):
     @classmethod
     def check(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         folder = ctx.resolve(options.path)
@@ -57,7 +55,7 @@ class ImageFiles(Output):
             yield ("path",), f"{existing} is not a folder, so {folder} cannot be created"
 
     def deliver(self, message: FrameMessage) -> None:
-        options: ImageFilesOptions = self.options
+        options = self.options
         folder = self.ctx.resolve(options.path) / message.stream
         stem = file_stem(message)
         if options.save_image != "none":

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
+from typing import TypeVar
 
-from ..bus.message import FrameMessage
-from ..bus.stage import StageKind
 from ..config.schema import ProcessorOptions
+from ..message import FrameMessage
+from ..modules.stage import Stage
+
+PO = TypeVar("PO", bound=ProcessorOptions)
 
 
-class Processor(StageKind):
-    Options: ClassVar[type[ProcessorOptions]]
-
+class Processor(Stage[PO]):
     @abstractmethod
     def process(self, message: FrameMessage, frame: bytes) -> FrameMessage:
         """Return ``message`` with this processor's results added."""

@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..bus.message import FrameMessage
 from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import ProcessorOptions
 from ..config.types import Duration
 from ..config.yamlpos import Loc
 from ..errors import ModelError
+from ..message import FrameMessage
 from ..vision.codec import decode_frame
 from ..vision.detector import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, Detector
 from ..vision.model import YoloModel, load_names
@@ -84,9 +84,7 @@ def _names(options: YoloOptions, resolve: Callable[[Path], Path], model: YoloMod
 
 
 @registry.processors.register
-class Yolo(Processor):
-    Options = YoloOptions
-
+class Yolo(Processor[YoloOptions]):
     @classmethod
     def check(cls, options: YoloOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         """Loads the model on CPU (never builds a TensorRT engine just to test a config)."""
@@ -105,7 +103,7 @@ class Yolo(Processor):
             yield ("names",), f"{len(names)} class names for a model with {classes} classes"
 
     def setup(self) -> None:
-        options: YoloOptions = self.options
+        options = self.options
         model = YoloModel(
             self.ctx.resolve(options.model),
             threads=options.inference_threads,

@@ -29,10 +29,10 @@ from dramatiq.middleware import Middleware
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from .nats_store import TRANSIENT_ERRORS, ensure_stream, publish, stream_name, subject_name
+from .jetstream import TRANSIENT_ERRORS, ensure_stream, publish, stream_name, subject_name
 
 if TYPE_CHECKING:
-    from .nats_bus import NatsLink
+    from .link import NatsLink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BadInput, FrameMissing
-from .base import FrameStore
-from .nsq_flow import NsqFlow
+from ...errors import BadInput, FrameMissing
+from ..base import FrameStore
+from .flow import NsqFlow
 
 #: The message field that carries an inline frame's bytes (FrameMessage.frame).
 INLINE_FIELD = "frame"

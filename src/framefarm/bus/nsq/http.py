@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from dramatiq.errors import ConnectionClosed
 
-from ..errors import BusError
+from ...errors import BusError
 
 DEFAULT_TCP_PORT = 4150
 HTTP_TIMEOUT_S = 5.0

@@ -6,7 +6,7 @@ DONE_BATCH_S, to the stream's ephemeral topic ``_ff.done.<stream>#ephemeral``; t
 ends the entry after its last release (``refs``). An entry nobody ends expires after the frame's TTL, as
 in Redis. nsqd's /stats could not do this: it counts messages per queue, not frames per stream.
 
-Counters. Each process adds to local counters and publishes the deltas every COUNTERS_FLUSH_S to the
+Counters. Each process adds to local counters (bus/counts.py) and publishes the deltas to the
 durable topic ``_ff.counters``. ``counters()`` (``pipectl status``) reads every message waiting there,
 publishes their sum as one message and then FINs them: the sum of all messages in the topic is always the
 total, the reader's view is exact when it is the only reader, and a reader that dies before its FIN makes
@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING
 
 from dramatiq.errors import BrokerConnectionError
 
-from ..backoff import Backoff
-from ..errors import BusError
-from .base import Flow
-from .nsq_client import Subscription
-from .nsq_http import backlog
-from .nsq_protocol import nsq_name
+from ...backoff import Backoff
+from ...errors import BusError
+from ..base import Flow
+from ..counts import Deltas
+from .client import Subscription
+from .http import backlog
+from .protocol import nsq_name
 
 if TYPE_CHECKING:
-    from .nsq_broker import NsqBroker
+    from .broker import NsqBroker
 
 log = logging.getLogger(__name__)
 
 DONE_BATCH_S = 0.002  # releases that come this close together go out as one message
-COUNTERS_FLUSH_S = 1.0
 COUNTERS_TOPIC = "_ff.counters"  # "_" cannot start an alias, so no queue is named like this
 DONE_PREFIX = "_ff.done."
 EPHEMERAL = "#ephemeral"  # nsqd drops the topic and its notices when the input is gone
@@ -68,11 +68,11 @@ class _Entry:
 
 class NsqFlow(Flow):
     def __init__(self, broker: NsqBroker) -> None:
+        super().__init__()
         self.broker = broker
         self._lock = threading.Lock()
         self._tracked: dict[str, dict[str, _Entry]] = {}  # stream -> key -> entry (streams this input admits)
         self._seq: dict[str, int] = {}
-        self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._outbox: defaultdict[str, list[str]] = defaultdict(list)  # stream -> done notices to send
         self._stop = threading.Event()
         self._wake = threading.Event()  # done notices are waiting to be sent
@@ -151,16 +151,12 @@ class NsqFlow(Flow):
         self._wake.set()
 
     def _flush_forever(self) -> None:
-        """Send done notices soon after they appear (the input is waiting), counters every COUNTERS_FLUSH_S."""
-        next_counters = time.monotonic() + COUNTERS_FLUSH_S
+        """Send done notices soon after they appear: the input is waiting for them."""
         while not self._stop.is_set():
-            if self._wake.wait(max(0.0, next_counters - time.monotonic())):
+            if self._wake.wait(LISTEN_POLL_S):
                 self._wake.clear()
                 self._stop.wait(DONE_BATCH_S)
                 self._flush_done()
-            if time.monotonic() >= next_counters:
-                next_counters = time.monotonic() + COUNTERS_FLUSH_S
-                self._flush_counters()
 
     def _flush_done(self) -> None:
         with self._lock:
@@ -195,28 +191,15 @@ class NsqFlow(Flow):
 
     # -- counters --
 
-    def count(self, stream: str, counter: str, amount: int = 1) -> None:
-        self._start("flush", self._flush_forever)
-        with self._lock:
-            self._counts[stream][counter] += amount
-
-    def _flush_counters(self) -> None:
-        with self._lock:
-            counts, self._counts = self._counts, defaultdict(Counter)
-        deltas = {stream: dict(c) for stream, c in counts.items() if c}
-        if not deltas:
-            return
+    def write_counts(self, deltas: Deltas) -> None:
         try:
             self.broker.publish(COUNTERS_TOPIC, [json.dumps({"counts": deltas}).encode()])
         except (BrokerConnectionError, OSError) as exc:
-            log.warning("counters kept for later, nsqd unreachable: %s", exc)
-            with self._lock:
-                for stream, values in deltas.items():
-                    self._counts[stream].update(values)
+            raise BusError(f"nsqd unreachable: {exc}") from exc
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Every stream's totals; compacts the deltas waiting in nsqd into one message (see module doc)."""
-        self._flush_counters()
+        self.flush_counts()
         if not sum(self.broker.backlog(COUNTERS_TOPIC)):
             return {}
         subscription = Subscription(self.broker.endpoints, COUNTERS_TOPIC, COUNTERS_TOPIC, max_in_flight=COMPACT_BATCH)
@@ -262,4 +245,4 @@ class NsqFlow(Flow):
         for thread in list(self._threads.values()):
             thread.join(timeout=2 * LISTEN_POLL_S)
         self._flush_done()
-        self._flush_counters()
+        super().close()

@@ -1,21 +1,23 @@
-"""What a running module gets from the runner: its options, the bus, routes and folders."""
+"""What a running module gets from the runner: its options (typed per kind), the bus, routes and folders."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
+from ..bus.base import Bus
 from ..config.routing import Routes
-from ..config.schema import ServiceOptions
-from .base import Bus
+from ..config.schema import ModuleOptions, ServiceOptions
+
+OptionsT = TypeVar("OptionsT", bound=ModuleOptions)
 
 
 @dataclass
-class ModuleContext:
+class ModuleContext(Generic[OptionsT]):
     alias: str
-    options: Any  # the kind's Options model
+    options: OptionsT  # the kind's Options model
     service: ServiceOptions
     routes: Routes
     bus: Bus

@@ -28,9 +28,9 @@ from dramatiq import Broker, Consumer, Message, MessageProxy
 from dramatiq.errors import BrokerConnectionError, DecodeError, QueueJoinTimeout
 from dramatiq.middleware import Middleware
 
-from .nsq_client import Producer, Subscription
-from .nsq_http import NsqEndpoints, backlog, http_post
-from .nsq_protocol import RawMessage, nsq_name
+from .client import Producer, Subscription
+from .http import NsqEndpoints, backlog, http_post
+from .protocol import RawMessage, nsq_name
 
 log = logging.getLogger(__name__)
 

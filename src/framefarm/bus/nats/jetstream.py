@@ -1,27 +1,23 @@
-"""JetStream plumbing for the NATS bus, and its frame store: frame bytes with a TTL and a refs count.
+"""JetStream plumbing for the NATS bus: names, publishing, errors, and streams used as maps.
 
-Both live on plain streams used as maps from subject to latest message (``max_msgs_per_subject=1``, what the
-KV API is built on), read with direct gets and written with compare-and-set: a write carries
-``Nats-Expected-Last-Subject-Sequence`` and the server refuses it if another process wrote in between, so
-read-modify-write loops (refs, in-flight sets, seqs, counters) are atomic across processes. Not the KV API:
-its keys may not hold ``:`` (frame keys do) and a KV delete leaves a marker for the bucket's whole TTL (a day
-for file inputs); a subject purge leaves nothing. Not the object store: metadata, chunks and a digest per
-object cost several round trips per frame. A frame up to the max payload (1 MiB) is one message; a larger
-one is split into chunks on sibling subjects. Expiry: the stream's ``max_age`` is the larger of
-``frames.ttl`` and ``frames.lossless_ttl``; each frame also carries its own deadline, checked by ``get``,
-and on servers 2.11+ a ``Nats-TTL`` header so its storage is reclaimed at that deadline too.
+The frame store (frames.py) and the flow state (flow.py) live on plain streams used as maps from subject to
+latest message (``max_msgs_per_subject=1``, what the KV API is built on), read with direct gets and written
+with compare-and-set: a write carries ``Nats-Expected-Last-Subject-Sequence`` and the server refuses it if
+another process wrote in between, so read-modify-write loops (refs, in-flight sets, seqs, counters) are atomic
+across processes. Not the KV API: its keys may not hold ``:`` (frame keys do) and a KV delete leaves a marker
+for the bucket's whole TTL (a day for file inputs); a subject purge leaves nothing. Not the object store:
+metadata, chunks and a digest per object cost several round trips per frame. A frame up to the max payload (1
+MiB) is one message; a larger one is split into chunks on sibling subjects. Expiry: the stream's ``max_age``
+is the larger of ``frames.ttl`` and ``frames.lossless_ttl``; each frame also carries its own deadline, checked
+by ``get``, and on servers 2.11+ a ``Nats-TTL`` header so its storage is reclaimed at that deadline too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import re
 import string
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,26 +27,20 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
 
-from ..errors import BusError, FrameMissing
-from .base import FrameStore
+from ...errors import BusError
+from ..base import NAMESPACE
 
 if TYPE_CHECKING:
-    from .nats_bus import NatsFlow, NatsLink
+    from .link import NatsLink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NAMESPACE = "framefarm"
-HEADER_ROOM = 4096  # bytes of the server's max payload left for headers when a frame is split into chunks
 EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = 10071  # JetStream error code: the expected sequence did not match (another writer won)
 STREAM_NAME_IN_USE = 10058  # JetStream error code: a stream of that name exists with another configuration
 MAX_CAS_ATTEMPTS = 100
 MSG_TTL_SINCE = (2, 11)  # first nats-server with per-message TTL
-EXPIRES = "Framefarm-Expires"
-CHUNKS = "Framefarm-Chunks"
-REFS = "Framefarm-Refs"
-SINGLE_REF_MEMORY = 4096  # keys of frames read here that have one consumer: their release skips a lookup
 
 #: nats-py errors that mean "the server is not reachable now, try again".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -232,84 +222,3 @@ class SubjectMap:
         await self.ensure()
         info = await (await self.link.jetstream()).stream_info(self.name, subjects_filter=subject_filter)
         return sorted(info.state.subjects or ())
-
-
-def _ttl_header(store: SubjectMap, ttl: float) -> dict[str, str]:
-    return {"Nats-TTL": str(max(1, math.ceil(ttl)))} if store.msg_ttl else {}
-
-
-def _expired(msg: Msg) -> bool:
-    deadline = msg.headers.get(EXPIRES) if msg.headers else None
-    return deadline is not None and time.time() > float(deadline)
-
-
-def _take_ref(data: bytes | None) -> tuple[bytes | None, bool]:
-    """One consumer is done: (new refs value or None to leave it, whether that was the last reference)."""
-    left = int(data) if data else 1  # no refs entry: a single consumer (or the frame expired)
-    return (str(left - 1).encode(), False) if left > 1 else (None, True)
-
-
-class NatsFrameStore(FrameStore):
-    """Frames on ``framefarm.frame.<key>.<chunk>``, the refs count (only when above one) on ``....refs``."""
-
-    def __init__(self, link: NatsLink, flow: NatsFlow, *, max_age: float) -> None:
-        self.link = link
-        self.flow = flow
-        self.map = SubjectMap(link, f"{NAMESPACE}-frames", f"{NAMESPACE}.frame", max_age=max_age)
-        self._single: OrderedDict[str, None] = OrderedDict()  # loop thread only
-
-    def _base(self, key: str) -> str:
-        return f"{self.map.prefix}.{token(key)}"
-
-    def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> dict[str, Any]:
-        run_for_store(self.link, self._put(key, data, ttl, refs))
-        return {}
-
-    async def _put(self, key: str, data: bytes, ttl: float, refs: int) -> None:
-        await self.map.ensure()
-        size = max(1, (await self.link.client()).max_payload - HEADER_ROOM)
-        chunks = [data] if len(data) <= size else [data[i : i + size] for i in range(0, len(data), size)]
-        base, ttl_header = self._base(key), _ttl_header(self.map, ttl)
-        writes = [self.map.put(f"{base}.{i}", chunk, ttl_header) for i, chunk in enumerate(chunks) if i]
-        if refs > 1:
-            writes.append(self.map.put(f"{base}.refs", str(refs).encode(), ttl_header))
-        await asyncio.gather(*writes)  # the head goes last: a reader that finds it finds every chunk
-        head = {EXPIRES: f"{time.time() + ttl:.3f}", CHUNKS: str(len(chunks)), REFS: str(refs), **ttl_header}
-        await self.map.put(f"{base}.0", chunks[0], head)
-
-    def get(self, key: str) -> bytes:
-        return run_for_store(self.link, self._get(key))
-
-    async def _get(self, key: str) -> bytes:
-        base = self._base(key)
-        head = await self.map.get(f"{base}.0")
-        if head is None or _expired(head):
-            raise FrameMissing(f"frame {key} expired or was released")
-        count = int(head.headers.get(CHUNKS, "1")) if head.headers else 1
-        if head.headers and head.headers.get(REFS) == "1":
-            self._single[key] = None
-            if len(self._single) > SINGLE_REF_MEMORY:
-                self._single.popitem(last=False)
-        if count == 1:
-            return head.data
-        rest = await asyncio.gather(*(self.map.get(f"{base}.{i}") for i in range(1, count)))
-        if any(msg is None for msg in rest):
-            raise FrameMissing(f"frame {key} lost a chunk (expired or released while read)")
-        return b"".join([head.data, *(msg.data for msg in rest if msg)])
-
-    def release(self, key: str, stream: str) -> bool:
-        return run_for_store(self.link, self._release(key, stream))
-
-    async def _release(self, key: str, stream: str) -> bool:
-        base = self._base(key)
-        single = self._single.pop(key, 0) is None
-        if not single and not await self.map.update(f"{base}.refs", _take_ref):
-            return False
-        await asyncio.gather(self.map.purge(f"{base}.>"), self.flow.remove(stream, key))
-        return True
-
-    def discard(self, key: str, stream: str) -> None:
-        run_for_store(self.link, self._discard(key, stream))
-
-    async def _discard(self, key: str, stream: str) -> None:
-        await asyncio.gather(self.map.purge(f"{self._base(key)}.>"), self.flow.remove(stream, key))

@@ -26,7 +26,7 @@ from typing import Any
 
 from dramatiq.errors import ConnectionClosed, ConnectionFailed
 
-from ..errors import BusError
+from ...errors import BusError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from threading import Lock
 
 from dramatiq.errors import BrokerConnectionError, ConnectionClosed, ConnectionFailed
 
-from .nsq_http import NsqEndpoints
-from .nsq_protocol import (
+from .http import NsqEndpoints
+from .protocol import (
     FRAME_ERROR,
     FRAME_MESSAGE,
     HEARTBEAT,

@@ -1,0 +1,108 @@
+"""NATS JetStream backend (``service.broker: nats://host:4222``): queues, frame store and flow state.
+
+One NatsLink per process: one nats-py connection driven by one asyncio loop in a daemon thread. Dramatiq's
+consumer and worker threads and the modules' threads submit coroutines to it and wait for their results.
+
+- Delays and retries use Dramatiq's ``q.DQ`` convention, as its Redis and RabbitMQ brokers do: Retries puts a
+  failed message on the delay queue with an ``eta``, the worker holds it until then and moves it to ``q``,
+  exhausted retries are nacked into the dead-letter stream. Not JetStream's nak-with-delay: each nak counts
+  as a delivery and holds an ack-pending slot of the shared consumer while it waits, so a backlog of retries
+  (a receiver down for minutes) would starve fresh frames.
+- ``ack_wait`` defaults to ``service.heartbeat_timeout``: held deliveries get in-progress acks, so it means
+  what it means for Redis: how long a dead worker's messages wait.
+- Server restarts: nats-py reconnects; file storage keeps streams, consumers and pending acks; consumers
+  raise ConnectionClosed on a disconnect and Dramatiq rebuilds them.
+- Frames (frames.py) and flow state (flow.py) live on streams used as maps, with compare-and-set writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import dramatiq.errors
+import nats.js.errors
+import redis
+
+from ...config.schema import ServiceOptions
+from ...errors import BusError
+from ..base import Bus
+from ..middleware import stage_middleware
+from ..redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
+from ..redis import RedisFlow, RedisFrameStore, ping_redis, redis_client
+from .broker import CONSUMER, DEFAULT_MAX_DELIVERIES, NatsBroker
+from .flow import NatsFlow
+from .frames import NatsFrameStore
+from .jetstream import TRANSIENT_ERRORS, run_for_store, stream_name
+from .link import DEFAULT_RECONNECT_WAIT_S, NatsLink, servers_of
+
+MIN_ACK_WAIT_S = 1.0
+
+
+class NatsBus(Bus):
+    """Dramatiq on JetStream, with the frame store and flow state on JetStream too; one connection."""
+
+    transient_errors: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, dramatiq.errors.ConnectionClosed)
+    frame_stores = ("broker", "redis")
+    redis: redis.Redis | None = None
+
+    def __init__(
+        self,
+        url: str,
+        service: ServiceOptions,
+        *,
+        ack_wait: float | None = None,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        reconnect_wait: float = DEFAULT_RECONNECT_WAIT_S,
+    ) -> None:
+        self.link = NatsLink(servers_of(url), reconnect_wait=reconnect_wait)
+        ack_wait = max(MIN_ACK_WAIT_S, service.heartbeat_timeout if ack_wait is None else ack_wait)
+        self.broker = NatsBroker(
+            self.link, ack_wait=ack_wait, max_deliveries=max_deliveries, middleware=stage_middleware()
+        )
+        if service.frames.store_kind == "broker":
+            self.flow = NatsFlow(self.link)
+            frame_max_age = max(service.frames.ttl, service.frames.lossless_ttl)
+            self.frames = NatsFrameStore(self.link, self.flow, max_age=frame_max_age)
+        else:  # a redis:// URL: frames and the flow state that their release updates live there together
+            self.redis = redis_client(service.frames.store)
+            self.frames, self.flow = RedisFrameStore(self.redis), RedisFlow(self.redis)
+            self.transient_errors = (*self.transient_errors, *REDIS_TRANSIENT_ERRORS)
+
+    def ping(self) -> None:
+        try:
+            run_for_store(self.link, self._account())
+        except BusError as exc:
+            raise BusError(f"broker does not answer: {exc}") from exc
+        if self.redis is not None:
+            ping_redis(self.redis, "frame store")
+
+    async def _account(self) -> None:
+        await (await self.link.jetstream()).account_info()  # fails unless JetStream is enabled
+
+    def pending(self, queue: str) -> int:
+        return run_for_store(self.link, self._pending(queue))
+
+    async def _pending(self, queue: str) -> int:
+        """Stored messages minus those delivered and not acked (the consumer's own count of undelivered ones
+        lags a publish that just returned)."""
+        js = await self.link.jetstream()
+        try:
+            stored = (await js.stream_info(stream_name(queue))).state.messages
+        except nats.js.errors.NotFoundError:
+            return 0
+        try:
+            return max(0, stored - (await js.consumer_info(stream_name(queue), CONSUMER)).num_ack_pending)
+        except nats.js.errors.NotFoundError:
+            return stored
+
+    def close(self) -> None:
+        """Counts first (they need the connection), then the broker, the Redis store and the connection."""
+        with contextlib.suppress(Exception):
+            self.flow.close()
+        self.broker.close()
+        if self.redis is not None:
+            self.redis.close()
+        self.link.close()
+
+
+__all__ = ["NatsBus"]

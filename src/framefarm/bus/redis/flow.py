@@ -1,0 +1,58 @@
+"""Flow state in Redis: a sorted set of in-flight frames per stream (scored by expiry), seqs and counter hashes."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from ..base import Flow
+from ..counts import Deltas
+from .keys import key
+
+# KEYS: inflight zset, scored by expiry. ARGV: now, expires_at, limit, member.
+# Entries whose frame expired (nobody released it) are pruned first.
+_ADMIT = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"""
+
+
+class RedisFlow(Flow):
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__()
+        self.client = client
+        self._admit = client.register_script(_ADMIT)
+
+    def admit(self, stream: str, frame: str, *, limit: int, ttl: float) -> bool:
+        now = time.time()
+        return bool(self._admit(keys=[key("inflight", stream)], args=[now, now + ttl, limit, frame]))
+
+    def next_seq(self, stream: str) -> int:
+        return int(self.client.incr(key("seq", stream)))
+
+    def in_flight(self, stream: str | None = None) -> int:
+        keys = [key("inflight", stream)] if stream else list(self.client.scan_iter(key("inflight", "*")))
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in keys:
+                pipe.zremrangebyscore(name, "-inf", now)
+                pipe.zcard(name)
+            return sum(pipe.execute()[1::2])
+
+    def write_counts(self, deltas: Deltas) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            for stream, amounts in deltas.items():
+                for counter, amount in amounts.items():
+                    pipe.hincrby(key("stats", stream), counter, amount)
+            pipe.execute()
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        self.flush_counts()
+        prefix = key("stats", "")
+        return {
+            name.decode()[len(prefix) :]: {k.decode(): int(v) for k, v in self.client.hgetall(name).items()}
+            for name in self.client.scan_iter(prefix + "*")
+        }

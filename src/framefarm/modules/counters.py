@@ -1,0 +1,27 @@
+"""The names of the per-stream counters that modules keep and ``pipectl status`` shows, in one place."""
+
+from __future__ import annotations
+
+FRAMES_IN = "frames_in"  # frames an input produced (before its in-flight bound)
+PUBLISHED = "published"  # frames on the bus
+DROPPED_FULL = "dropped_full"  # a live input dropped the frame: max_in_flight frames were already in flight
+STALE = "stale"  # skipped by a stage: older than the input's max_age
+MISSING = "missing"  # the frame's bytes expired or were released before a stage read them
+FAILED = "failed"  # unreadable: a file set aside, or a frame that does not decode
+DEAD = "dead"  # retries exhausted: the message went to the dead letters and its frame was released
+RECONNECTS = "reconnects"  # an input's source failed and is being opened again
+
+
+def delivered(output: str) -> str:
+    """Frames ``output`` delivered."""
+    return f"delivered.{output}"
+
+
+def rejected(output: str) -> str:
+    """Frames ``output``'s receiver refused for good (a 4xx, a payload it does not take): dropped, not retried."""
+    return f"rejected.{output}"
+
+
+def retried(output: str) -> str:
+    """Deliveries ``output`` will try again (receiver down, timeout, 5xx)."""
+    return f"retried.{output}"
