@@ -104,7 +104,8 @@ def test_detector_killed_with_50_images_queued_still_gives_each_exactly_one_resu
     assert len(results) == 50
     assert sorted(r["source"] for r in results) == [f"img{i:02d}.jpg" for i in range(50)]
     assert not list(ws.results.glob(".*.tmp"))  # atomic writes: no half-written files left
-    assert "exited: detector (terminated by SIGKILL" in (ws.root / "run" / "logs" / "supervisord.log").read_text()
+    supervisord_log = ws.root / "run" / "logs" / "supervisord.log"
+    wait_for(lambda: "exited: detector (terminated by SIGKILL" in supervisord_log.read_text(), 10, "the kill logged")
 
 
 def test_fast_stop_loses_nothing_and_the_next_start_finishes(ws: Workspace) -> None:
@@ -154,3 +155,15 @@ def test_broker_restart_mid_run_every_file_still_gets_its_result(ws: Workspace, 
         broker.start()
     results = ws.wait_results(count, timeout=180)
     assert sorted(r["source"] for r in results) == [f"img{i:02d}.jpg" for i in range(count)]
+
+
+def test_status_is_exact_two_seconds_after_the_last_frame(ws: Workspace) -> None:
+    """Counts batched in each process reach the broker on a timer, not only with the next count."""
+    ws.pipectl("start")
+    for i in range(20):
+        ws.drop(f"img{i:02d}.jpg", PHOTOS[i % len(PHOTOS)])
+    ws.wait_results(20)
+    time.sleep(2.0)
+    line = next(line for line in ws.pipectl("status").stdout.splitlines() if line.startswith("uploads:"))
+    counters = dict(item.split("=") for item in line.removeprefix("uploads:").strip().split(", "))
+    assert counters["frames_in"] == counters["published"] == counters["delivered.results"] == "20", line
