@@ -24,6 +24,7 @@ from .config.registry import REGISTRIES
 from .config.routing import Routes
 from .config.schema import ServiceOptions
 from .errors import FramefarmError
+from .lifeline import die_with_parent
 from .modules.base import Module
 from .modules.context import ModuleContext
 from .plugins import load_kinds
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    die_with_parent(signal.SIGTERM)  # supervisord killed: stop gracefully instead of running on as an orphan
     log.info("starting %s %s", snapshot["section"][:-1], snapshot["kind"])
     try:
         kind(ctx).serve(stop)
