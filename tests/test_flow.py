@@ -1,23 +1,21 @@
-"""Backpressure and staleness with a real Redis: live inputs drop and count, stale frames are skipped."""
+"""Backpressure and staleness on every bus backend: live inputs drop and count, stale frames are skipped."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from framefarm.bus import connect
-from framefarm.modules.context import ModuleContext
-from framefarm.message import FrameMessage
 from framefarm.config.routing import Routes, Stage
-from framefarm.config.schema import InputOptions, ServiceOptions
+from framefarm.config.schema import InputOptions
 from framefarm.ingest.base import Publisher
+from framefarm.modules.context import ModuleContext
 from framefarm.outputs.image_files import ImageFiles
 
+from conftest import BusEnv
 from peers import wait_for
 
 
@@ -27,54 +25,49 @@ class LiveOptions(InputOptions):
     name: Literal["live_test"] = Field(description="test")
 
 
-def context(tmp_path: Path, redis_url: str, alias: str, options: object) -> ModuleContext:
-    service = ServiceOptions(runtime_dir=tmp_path / "run")
+def context(env: BusEnv, alias: str, options: object) -> ModuleContext:
+    """A module's context on a connection of its own, routing every frame to the output ``env.queue``."""
     return ModuleContext(
         alias=alias,
         options=options,
-        service=service,
-        routes=Routes(processors=(), outputs=(Stage("files", "*"),)),
-        bus=connect(redis_url, service),
-        base_dir=tmp_path,
-        runtime_dir=tmp_path / "run",
+        service=env.service,
+        routes=Routes(processors=(), outputs=(Stage(env.queue, "*"),)),
+        bus=env.connect(),
+        base_dir=env.tmp_path,
+        runtime_dir=env.tmp_path / "run",
         log=logging.getLogger(alias),
     )
 
 
-def test_a_live_input_drops_and_counts_frames_past_max_in_flight(tmp_path: Path, redis_url: str) -> None:
-    options = LiveOptions(name="live_test", alias="cam", tag="cam", max_in_flight=3)
-    publisher = Publisher(context(tmp_path, redis_url, "cam", options))
-    stop = threading.Event()
+def live_input(env: BusEnv, **options: object) -> Publisher:
+    live = LiveOptions(name="live_test", alias=env.stream, tag=env.stream, **options)
+    return Publisher(context(env, env.stream, live))
+
+
+def test_a_live_input_drops_and_counts_frames_past_max_in_flight(bus_env: BusEnv) -> None:
+    publisher, stop = live_input(bus_env, max_in_flight=3), threading.Event()
     sent = [publisher.publish(b"x", fmt="jpeg", width=1, height=1, source="rtsp://cam", stop=stop) for _ in range(5)]
     assert sent == [True, True, True, False, False]
-    counters = publisher.ctx.bus.flow.counters()["cam"]
+    assert bus_env.connect().pending(bus_env.queue) == 3
+    counters = publisher.ctx.bus.flow.counters()[bus_env.stream]
     assert counters == {"frames_in": 5, "published": 3, "dropped_full": 2}
 
 
-def test_a_stale_frame_is_skipped_counted_and_released(tmp_path: Path, redis_url: str) -> None:
-    options = ImageFiles.Options(name="image_files", alias="files", path=tmp_path / "out")
-    ctx = context(tmp_path, redis_url, "files", options)
-    bus = ctx.bus
-    fresh, stale = (
-        FrameMessage(
-            stream="cam", input="cam", source="rtsp://cam", seq=seq, captured_at=time.time(), width=1, height=1,
-            key=f"k{seq}", format="jpeg", expires_at=time.time() + offset,
-        )
-        for seq, offset in ((1, 60), (2, -1))
-    )  # fmt: skip
-    for message in (fresh, stale):
-        bus.flow.admit("cam", message.key, limit=10, ttl=60)
-        bus.frames.put(message.key, b"x", ttl=60, refs=1)
-    stop = threading.Event()
-    thread = threading.Thread(target=ImageFiles(ctx).serve, args=(stop,))
+def test_a_stale_frame_is_skipped_counted_and_released(bus_env: BusEnv) -> None:
+    publisher, stop = live_input(bus_env, max_age=30), threading.Event()
+    out = bus_env.tmp_path / "out"
+    output = ImageFiles(context(bus_env, bus_env.queue, ImageFiles.Options(name="image_files", path=out)))
+    for source, captured_at in (("stale.jpg", time.time() - 60), ("fresh.jpg", None)):
+        publisher.publish(b"x", fmt="jpeg", width=1, height=1, source=source, stop=stop, captured_at=captured_at)
+    thread = threading.Thread(target=output.serve, args=(stop,))
     thread.start()
     try:
-        bus.send("files", stale.model_dump())
-        bus.send("files", fresh.model_dump())
-        wait_for(lambda: (tmp_path / "out" / "cam" / "000000001.json").exists())
-        wait_for(lambda: bus.flow.in_flight("cam") == 0)
+        wait_for(lambda: (out / bus_env.stream / "fresh.json").exists(), 20, "the fresh frame's results")
+        wait_for(lambda: publisher.ctx.bus.flow.in_flight(bus_env.stream) == 0, 10, "both frames released")
     finally:
         stop.set()
-        thread.join(10)
-    assert not (tmp_path / "out" / "cam" / "000000002.json").exists()
-    assert bus.flow.counters()["cam"]["stale"] == 1
+        thread.join(20)
+    assert not (out / bus_env.stream / "stale.json").exists()
+    expected = {"frames_in": 2, "published": 2, "stale": 1, f"delivered.{bus_env.queue}": 1}
+    counts = publisher.ctx.bus.flow.counters
+    wait_for(lambda: counts().get(bus_env.stream) == expected, 5, "the input's and the output's counts")

@@ -1,4 +1,6 @@
-"""The NSQ backend against a real nsqd (and a real redis-server for Redis-held frames)."""
+"""What only the NSQ backend does, against a real nsqd: its Dramatiq broker, inline frames, the bound kept by the
+input, msg-timeouts, restarts, nsqlookupd. The bus contract (inline frames, frames in Redis) is in
+test_bus_contract.py."""
 
 from __future__ import annotations
 
@@ -18,16 +20,14 @@ import pytest
 from dramatiq.errors import BrokerConnectionError
 
 from framefarm.bus import connect
-from framefarm.message import FrameMessage
-from framefarm.bus.nsq.broker import decode, encode
 from framefarm.bus.nsq import NsqBus
+from framefarm.bus.nsq.broker import decode, encode
 from framefarm.bus.nsq.client import Subscription
+from framefarm.bus.nsq.frames import FrameTooLarge, InlineFrameStore
 from framefarm.bus.nsq.http import NsqEndpoints
 from framefarm.bus.nsq.protocol import MAX_NAME_LENGTH, nsq_name
-from framefarm.bus.nsq.frames import FrameTooLarge, InlineFrameStore
-from framefarm.bus.redis import RedisFrameStore
 from framefarm.config.schema import ServiceOptions
-from framefarm.errors import BusError
+from framefarm.errors import BusError, FrameMissing
 
 from peers import free_port, nsqd_server, nsqlookupd_server, wait_for
 
@@ -36,10 +36,6 @@ WORKER_TIMEOUT_MS = 100  # idle consumers and workers look at their stop flags t
 # nsqd looks for due deferred and timed-out messages only in channels it knew at its last refresh (every
 # 5 s, not configurable), so on a channel this new, delays and msg-timeouts run up to 5 s late.
 SCAN_REFRESH_S = 5.0
-
-
-class InlineMessage(FrameMessage):
-    frame: bytes | None = None  # the field inline frames travel in (FrameMessage has it once the seam changes)
 
 
 @pytest.fixture
@@ -66,16 +62,7 @@ def worker(bus: NsqBus, handler: Callable[[dict], None], queue: str = QUEUE, **o
         running.stop(timeout=5000)
 
 
-def frame_message(bus: NsqBus, key: str, data: bytes, refs: int = 1) -> dict[str, Any]:
-    """What the Publisher sends: the message plus the store's inline fields."""
-    message = FrameMessage(
-        stream="cam.a", input="cam-a", source="test", seq=bus.flow.next_seq("cam-a"), captured_at=time.time(),
-        width=2, height=2, key=key, format="jpeg",
-    )  # fmt: skip
-    return {**message.model_dump(exclude_none=True), **(bus.frames.put(key, data, ttl=30, refs=refs) or {})}
-
-
-def test_publish_consume_ack_and_join(nsqd: str) -> None:
+def test_join_waits_for_the_work_in_flight(nsqd: str) -> None:
     bus, done = make_bus(nsqd), []
 
     def handler(payload: dict) -> None:
@@ -88,8 +75,6 @@ def test_publish_consume_ack_and_join(nsqd: str) -> None:
         bus.broker.join(QUEUE, timeout=10_000)
         assert sorted(done) == list(range(20))  # join waited for the work in flight, not only the queue
         assert bus.broker.backlog(QUEUE) == (0, 0)
-        assert bus.pending(QUEUE) == 0
-        bus.ping()
 
 
 def test_retries_then_dead_letter(nsqd: str) -> None:
@@ -138,24 +123,14 @@ def test_flush_drops_waiting_messages(nsqd: str) -> None:
         assert bus.pending(QUEUE) == 0
 
 
-def test_inline_frames_round_trip(nsqd: str) -> None:
-    producer, stage = make_bus(nsqd), make_bus(nsqd)  # an input process and a stage process
-    frame, fetched = os.urandom(100_000), []
-
-    def handler(payload: dict) -> None:
-        message = InlineMessage.model_validate(payload)
-        fetched.append(stage.frames.fetch(message))
-        stage.frames.release(message.key, message.input)
-
-    with closing(producer), closing(stage), worker(stage, handler):
-        assert isinstance(producer.frames, InlineFrameStore)
-        assert producer.flow.admit("cam-a", "k1", limit=4, ttl=30)
-        payload = frame_message(producer, "k1", frame)
-        assert payload["frame"] is frame  # the frame rides in the message, no server keeps it
-        producer.send(QUEUE, payload)
-        stage.broker.join(QUEUE, timeout=10_000)
-        assert fetched == [frame]
-        wait_for(lambda: producer.flow.in_flight("cam-a") == 0, 5, "the release to reach the input")
+def test_an_inline_frame_rides_in_its_message(nsqd: str) -> None:
+    frame = os.urandom(100_000)
+    with closing(make_bus(nsqd)) as bus:
+        assert isinstance(bus.frames, InlineFrameStore)
+        fields = bus.frames.put("k1", frame, ttl=30, refs=1)
+        assert fields["frame"] is frame  # neither copied nor kept anywhere but in the message
+        with pytest.raises(FrameMissing, match="travels inline"):
+            bus.frames.get("k1")  # there is no store to look it up in
 
 
 def test_frame_larger_than_max_inline_is_refused(nsqd: str) -> None:
@@ -166,66 +141,17 @@ def test_frame_larger_than_max_inline_is_refused(nsqd: str) -> None:
         assert bus.flow.in_flight("cam-a") == 0  # a frame that was never sent is not in flight
 
 
-def test_in_flight_bound_released_by_outputs(nsqd: str) -> None:
-    producer, output = make_bus(nsqd), make_bus(nsqd)
-    with closing(producer), closing(output):
-        for key in ("k1", "k2", "k3"):
-            assert producer.flow.admit("cam-a", key, limit=3, ttl=30)
-            frame_message(producer, key, b"jpeg", refs=2)  # two outputs each release it once
-        assert not producer.flow.admit("cam-a", "k4", limit=3, ttl=30)
-        output.frames.release("k1", "cam-a")
-        time.sleep(0.5)
-        assert not producer.flow.admit("cam-a", "k4", limit=3, ttl=30)  # one of two releases
-        output.frames.release("k1", "cam-a")
-        wait_for(lambda: producer.flow.admit("cam-a", "k4", limit=3, ttl=30), 5, "the last release of k1")
-        output.frames.discard("k2", "cam-a")  # a stale frame dropped before its outputs
-        wait_for(lambda: producer.flow.admit("cam-a", "k5", limit=3, ttl=30), 5, "the discard of k2")
-        assert producer.flow.in_flight("cam-a") == 3
-
-
-def test_frames_expire_from_the_bound_after_their_ttl(nsqd: str) -> None:
-    with closing(make_bus(nsqd)) as bus:
-        assert bus.flow.admit("cam-a", "k1", limit=1, ttl=0.2)
-        assert not bus.flow.admit("cam-a", "k2", limit=1, ttl=0.2)
-        time.sleep(0.3)
-        assert bus.flow.admit("cam-a", "k2", limit=1, ttl=0.2)
-
-
-def test_counters_and_in_flight_seen_from_another_process(nsqd: str) -> None:
+def test_the_input_keeps_its_bound_and_seqs_and_in_flight_counts_the_queues(nsqd: str) -> None:
     input_bus, status = make_bus(nsqd), make_bus(nsqd)
-    with closing(status):
-        input_bus.flow.count("cam-a", "frames_in", 3)
-        input_bus.flow.count("cam-a", "dropped_full")
-        input_bus.close()  # flushes what it counted
-        status.flow.count("cam-b", "frames_in", 2)
-        expected = {"cam-a": {"frames_in": 3, "dropped_full": 1}, "cam-b": {"frames_in": 2}}
-        assert status.flow.counters() == expected
-        assert status.flow.counters() == expected  # reading compacts, it does not consume
+    with closing(input_bus), closing(status):
+        assert input_bus.flow.admit("cam-a", "k1", limit=4, ttl=30)
+        assert input_bus.flow.in_flight("cam-a") == 1
+        assert status.flow.in_flight("cam-a") == 0  # the bound lives in the input's process only
         status.send(QUEUE, {"n": 1})
-        assert status.flow.in_flight() == 1
-        seqs = [status.flow.next_seq("cam-a") for _ in range(3)]
-        assert seqs == sorted(set(seqs)) and seqs[0] > time.time_ns() // 1000 - 60_000_000
-
-
-def test_redis_frame_store(nsqd: str, redis_url: str) -> None:
-    producer, stage = make_bus(nsqd, store=redis_url), make_bus(nsqd, store=redis_url)
-    frame, fetched = os.urandom(50_000), []
-
-    def handler(payload: dict) -> None:
-        fetched.append(stage.frames.get(payload["key"]))
-        assert stage.frames.release(payload["key"], payload["input"])
-
-    with closing(producer), closing(stage), worker(stage, handler):
-        assert isinstance(producer.frames, RedisFrameStore)
-        assert producer.flow.admit("cam-a", "framefarm:frame:k1", limit=1, ttl=30)
-        assert not producer.flow.admit("cam-a", "framefarm:frame:k2", limit=1, ttl=30)
-        payload = frame_message(producer, "framefarm:frame:k1", frame)
-        assert "frame" not in payload  # only the key travels
-        producer.send(QUEUE, payload)
-        stage.broker.join(QUEUE, timeout=10_000)
-        assert fetched == [frame]
-        assert producer.flow.admit("cam-a", "framefarm:frame:k2", limit=1, ttl=30)
-        producer.ping()
+        assert status.flow.in_flight() == 1  # without a stream: messages waiting in the pipeline's queues
+        seqs = [input_bus.flow.next_seq("cam-a") for _ in range(3)]
+        assert seqs == list(range(seqs[0], seqs[0] + 3))
+        assert seqs[0] > time.time_ns() // 1000 - 60_000_000  # microseconds of the input's clock
 
 
 CHILD = """

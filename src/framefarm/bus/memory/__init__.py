@@ -1,7 +1,8 @@
 """An in-memory bus (``memory://NAME``) for unit tests of module kinds, in the spirit of Dramatiq's StubBroker.
 
-Messages go through a StubBroker, frames and flow state live in dicts. Buses connected to the same NAME in
-one process share all of it, so a test can give an input, a processor and an output each their own context.
+Messages go through Dramatiq StubBrokers, one per bus, frames and flow state live in dicts. Buses connected to
+the same NAME in one process share the queues and all the state, so a test can give an input, a processor and an
+output each their own context, as if each ran in its own process.
 Nothing survives the process: it is a test double, not a broker.
 """
 
@@ -10,11 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from queue import Queue
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from dramatiq.brokers.stub import StubBroker
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.stub import StubBroker, _StubConsumer
+from dramatiq.common import dq_name
+from dramatiq.errors import QueueNotFound
 
 from ...config.schema import ServiceOptions
 from ...errors import FrameMissing
@@ -30,11 +36,26 @@ class _Frame:
     refs: int
 
 
+class _HandBackConsumer(_StubConsumer):
+    """StubBroker's consumer, except that a stopping worker's prefetched messages go back to their queue.
+
+    StubBroker's own consumer does nothing on ``requeue``: a stage that stopped would lose the messages it had
+    prefetched but not started, which no real broker does (and ``join`` would wait for them forever).
+    """
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        for message in messages:
+            self.queue.put(message.encode())
+            self.queue.task_done()  # the get that took it is done; the put counts it again
+            self.prefetch_semaphore.release()
+
+
 @dataclass
 class MemoryState:
-    """What every MemoryBus of one name shares."""
+    """What every MemoryBus of one name shares: queues, dead letters, frames and flow state."""
 
-    broker: StubBroker = field(default_factory=lambda: StubBroker(middleware=stage_middleware()))
+    queues: dict[str, Queue] = field(default_factory=dict)  # by name, delay queues too
+    dead_letters: defaultdict[str, list[MessageProxy]] = field(default_factory=lambda: defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
     frames: dict[str, _Frame] = field(default_factory=dict)
     in_flight: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
@@ -44,6 +65,36 @@ class MemoryState:
     def end(self, stream: str, key: str) -> None:
         self.frames.pop(key, None)
         self.in_flight[stream].pop(key, None)
+
+
+class MemoryBroker(StubBroker):
+    """Dramatiq's StubBroker on the queues of a MemoryState: one per bus, as each process has a broker of its own
+    (its actors and middleware: a restarted stage or a second worker of one declares its actor again), with the
+    queues and dead letters of every bus of the name."""
+
+    def __init__(self, state: MemoryState) -> None:
+        super().__init__(middleware=stage_middleware())
+        self.queues = state.queues
+        self.dead_letters_by_queue = state.dead_letters
+        self._lock = state.lock
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Create the queue unless another bus did; declare it to this broker's middleware (workers) once."""
+        delayed = dq_name(queue_name)
+        if delayed in self.delay_queues:
+            return
+        with self._lock:
+            self.queues.setdefault(queue_name, Queue())
+            self.queues.setdefault(delayed, Queue())
+        self.emit_before("declare_queue", queue_name)
+        self.emit_after("declare_queue", queue_name)
+        self.delay_queues.add(delayed)
+        self.emit_after("declare_delay_queue", delayed)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 100) -> _HandBackConsumer:
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        return _HandBackConsumer(self.queues[queue_name], self.dead_letters_by_queue[queue_name], prefetch, timeout)
 
 
 class MemoryFrameStore(FrameStore):
@@ -123,7 +174,7 @@ class MemoryBus(Bus):
         name = urlsplit(url).netloc or urlsplit(url).path or "default"
         with self._states_lock:
             self.state = self.states.setdefault(name, MemoryState())
-        self.broker = self.state.broker
+        self.broker = MemoryBroker(self.state)
         self.frames = MemoryFrameStore(self.state)
         self.flow = MemoryFlow(self.state)
 
@@ -141,11 +192,11 @@ class MemoryBus(Bus):
         """Always answers: it is in this process."""
 
     def pending(self, queue: str) -> int:
-        q = self.broker.queues.get(queue)
+        q = self.state.queues.get(queue)
         return q.qsize() if q is not None else 0
 
     def close(self) -> None:
-        """Write this process's counts; the shared broker stays for the other buses of the name."""
+        """Write this process's counts; the queues stay for the other buses of the name."""
         self.flow.close()
 
 
