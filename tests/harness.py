@@ -1,15 +1,19 @@
-"""Run one input module in a thread on the in-memory bus, and read what it queued."""
+"""Run one input module in a thread on the in-memory bus, read what it queued, and make the files it takes."""
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import av
 import dramatiq
+import numpy as np
 
 from framefarm.bus import connect
 from framefarm.bus.base import Bus
@@ -21,6 +25,49 @@ from framefarm.message import FrameMessage
 from framefarm.modules.context import ModuleContext
 
 QUEUE = "sink"
+STOP_TIMEOUT_S = 10.0
+
+
+def write_video(
+    path: Path,
+    frames: int = 24,
+    fps: int = 12,
+    rotation: float | None = None,
+    hflip: bool = False,
+    noise: bool = False,
+    faststart: bool = False,
+) -> None:
+    """An H.264 clip whose frame i is filled with grey level 8*i, so decoded frames can be told apart.
+
+    The top-left 16x8 corner is white, so a test can see where a display rotation put it; ``rotation``
+    (counter-clockwise degrees) and ``hflip`` set the display matrix, as a phone held upright does. ``noise``
+    fills frames with random pixels instead (big frames, so a cut file ends mid-frame); ``faststart`` puts the
+    MP4 index first, so that a cut file still opens.
+    """
+    options = {"movflags": "faststart"} if faststart else {}
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        if rotation is not None or hflip:
+            stream.set_display_rotation(rotation or 0, hflip=hflip)
+        for i in range(frames):
+            image = rng.integers(0, 255, (96, 160, 3), np.uint8) if noise else np.full((96, 160, 3), 8 * i, np.uint8)
+            image[:8, :16] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        container.mux(stream.encode())
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A valid black 1-bit PNG, tiny on disk whatever its size (what a decompression bomb looks like)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), bytes(1 + (width + 7) // 8)
+    idat = b"".join(packer.compress(row * min(1000, height - y)) for y in range(0, height, 1000)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def memory_url() -> str:
@@ -29,13 +76,18 @@ def memory_url() -> str:
 
 
 def make_input(
-    kind: type[Input], tmp_path: Path, bus_url: str, service: ServiceOptions | None = None, **options: object
+    kind: type[Input],
+    tmp_path: Path,
+    bus_url: str,
+    service: ServiceOptions | None = None,
+    alias: str = "uploads",
+    **options: object,
 ) -> Input:
     service = service or ServiceOptions(runtime_dir=tmp_path / "run")
     (tmp_path / "in").mkdir(exist_ok=True)
-    raw = {"name": kind.kind_name(), "alias": "uploads", "tag": "t", "path": "in", "settle": 0.2, **options}
+    raw = {"name": kind.kind_name(), "alias": alias, "tag": "t", "path": "in", "settle": 0.2, **options}
     ctx = ModuleContext(
-        alias="uploads",
+        alias=alias,
         options=kind.Options.model_validate(raw),
         service=service,
         routes=Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
@@ -49,15 +101,30 @@ def make_input(
 
 @contextmanager
 def running(module: Input) -> Iterator[None]:
+    """Run ``module`` in a thread; on leaving, stop it, and fail if it did not stop in time or had crashed.
+
+    A module whose ``run`` raised would have been restarted by supervisord: for a test that is a failure, and
+    one that would otherwise go unseen, as the thread just ends.
+    """
     stop = threading.Event()
-    thread = threading.Thread(target=module.run, args=(stop,))
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            module.run(stop)
+        except BaseException as exc:
+            crashed.append(exc)
+            raise
+
+    thread = threading.Thread(target=run, name=f"input {module.ctx.alias}")
     thread.start()
     try:
         yield
     finally:
         stop.set()
-        thread.join(10)
-        assert not thread.is_alive()
+        thread.join(STOP_TIMEOUT_S)
+    assert not thread.is_alive(), f"the input did not stop within {STOP_TIMEOUT_S}s (blocked?)"
+    assert not crashed, f"the input crashed: {crashed[0]!r}"
 
 
 def queued(bus: Bus) -> list[FrameMessage]:

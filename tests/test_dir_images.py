@@ -8,7 +8,7 @@ from pathlib import Path
 from framefarm.ingest.dir_images import DirImages
 
 from conftest import MEDIA
-from harness import make_input, queued, running
+from harness import make_input, png_of_size, queued, running, write_video
 from peers import wait_for
 
 
@@ -74,3 +74,50 @@ def test_a_file_input_waits_at_max_in_flight_instead_of_dropping(tmp_path: Path,
             bus.frames.release(message.key, "uploads")  # the output is done with them
         wait_for(lambda: len(queued(bus)) == 4)
     assert "dropped_full" not in bus.flow.counters()["uploads"]
+
+
+def test_an_image_with_a_video_after_its_end_is_published_whole(tmp_path: Path, bus_url: str) -> None:
+    """A Motion Photo: a JPEG, then an MP4 after its end-of-image marker. The bytes go on as they are."""
+    write_video(tmp_path / "clip.mp4", frames=6)
+    photo = (MEDIA / "dog.jpg").read_bytes() + (tmp_path / "clip.mp4").read_bytes()
+    module = make_input(DirImages, tmp_path, bus_url, incomplete_timeout=0.3)
+    (tmp_path / "in" / "PXL_MP.jpg").write_bytes(photo)
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".done" / "PXL_MP.jpg").exists())
+    (message,) = queued(module.ctx.bus)
+    assert (message.width, message.height) == (768, 576)
+    assert module.ctx.bus.frames.get(message.key) == photo
+
+
+def test_a_file_still_empty_when_it_settles_is_waited_for(tmp_path: Path, bus_url: str) -> None:
+    """A writer that creates the file, then takes its time: the empty file is not judged before incomplete_timeout."""
+    module = make_input(DirImages, tmp_path, bus_url, incomplete_timeout=30)
+    data = (MEDIA / "dog.jpg").read_bytes()
+    with running(module):
+        for name, start in (("empty.jpg", b""), ("short.jpg", data[:3]), ("header.png", b"\x89PNG")):
+            (tmp_path / "in" / name).write_bytes(start)
+        threading.Event().wait(1.0)  # five times settle
+        assert queued(module.ctx.bus) == [] and not (tmp_path / "in" / ".failed").exists()
+        for name in ("empty.jpg", "short.jpg"):
+            (tmp_path / "in" / name).write_bytes(data)
+        wait_for(lambda: len(queued(module.ctx.bus)) == 2)
+    assert sorted(m.source for m in queued(module.ctx.bus)) == ["empty.jpg", "short.jpg"]
+
+
+def test_a_file_that_stays_empty_goes_aside_after_incomplete_timeout(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirImages, tmp_path, bus_url, incomplete_timeout=0.5)
+    (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".failed" / "empty.jpg.error.txt").exists())
+    assert "empty" in (tmp_path / "in" / ".failed" / "empty.jpg.error.txt").read_text()
+
+
+def test_an_image_over_max_pixels_goes_aside_undecoded(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirImages, tmp_path, bus_url)  # the default max_pixels: 50 megapixels
+    (tmp_path / "in" / "bomb.png").write_bytes(png_of_size(20000, 20000))
+    (tmp_path / "in" / "dog.jpg").write_bytes((MEDIA / "dog.jpg").read_bytes())
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".failed" / "bomb.png.error.txt").exists())
+        wait_for(lambda: len(queued(module.ctx.bus)) == 1)
+    reason = (tmp_path / "in" / ".failed" / "bomb.png.error.txt").read_text()
+    assert "20000x20000 is 400.0 megapixels, over max_pixels (50.0)" in reason

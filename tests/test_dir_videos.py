@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -13,21 +13,10 @@ from framefarm.ingest.dir_videos import DirVideos
 from framefarm.outputs.image_files import file_stem
 from framefarm.vision.codec import decode_frame
 
-from harness import make_input, queued, running
+from harness import make_input, queued, running, write_video
 from peers import wait_for
 
 FRAMES = 24
-
-
-def write_video(path: Path, frames: int = FRAMES, fps: int = 12) -> None:
-    """An H.264 clip whose frame i is filled with grey level 8*i, so decoded frames can be told apart."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((96, 160, 3), 8 * i, np.uint8), format="bgr24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 @pytest.mark.parametrize("fmt", ["auto", "raw", "jpeg"])
@@ -79,3 +68,63 @@ def test_realtime_paces_frames_by_their_timestamps(tmp_path: Path, bus_url: str)
     messages = queued(module.ctx.bus)
     spread = messages[-1].captured_at - messages[0].captured_at
     assert 1.8 < spread < 3.0, spread  # published over about the video's own duration (23/12 s)
+
+
+def white_corner(image: np.ndarray) -> str:
+    """Which corner of a frame holds write_video's white marker."""
+    height, width = image.shape[:2]
+    corners = {
+        "top-left": image[: height // 4, : width // 4],
+        "top-right": image[: height // 4, -width // 4 :],
+        "bottom-left": image[-height // 4 :, : width // 4],
+        "bottom-right": image[-height // 4 :, -width // 4 :],
+    }
+    return max(corners, key=lambda name: float(corners[name].mean()))
+
+
+@pytest.mark.parametrize(
+    ("rotation", "hflip", "size", "corner"),
+    [
+        (90, False, (96, 160), "bottom-left"),  # counter-clockwise, as a phone held upright records
+        (-90, False, (96, 160), "top-right"),
+        (180, False, (160, 96), "bottom-right"),
+        (0, True, (160, 96), "top-right"),
+        (90, True, (96, 160), "bottom-right"),
+    ],
+)
+def test_frames_are_published_as_the_video_is_displayed(
+    tmp_path: Path, bus_url: str, rotation: int, hflip: bool, size: tuple[int, int], corner: str
+) -> None:
+    """A video's display matrix is applied, as EXIF orientation is for images: same size, same picture."""
+    module = make_input(DirVideos, tmp_path, bus_url, max_in_flight=100)
+    write_video(tmp_path / "in" / "phone.mp4", frames=3, rotation=rotation, hflip=hflip)
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".done" / "phone.mp4").exists())
+    message = queued(module.ctx.bus)[0]
+    assert (message.width, message.height) == size
+    image = decode_frame(module.ctx.bus.frames.get(message.key), message.format, *message.stored_size)
+    assert image.shape[1::-1] == size
+    assert white_corner(image) == corner
+
+
+def test_a_truncated_video_says_how_far_it_got(tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    write_video(tmp_path / "whole.mp4", frames=48, noise=True, faststart=True)
+    data = (tmp_path / "whole.mp4").read_bytes()
+    module = make_input(DirVideos, tmp_path, bus_url, max_in_flight=100)
+    (tmp_path / "in" / "cut.mp4").write_bytes(data[: len(data) // 2])
+    caplog.set_level(logging.INFO, logger="test")
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".done" / "cut.mp4").exists())
+    published = len(queued(module.ctx.bus))
+    assert 0 < published < 48
+    assert f"cut.mp4 ended early: {published} of 48 frames decoded" in caplog.text
+
+
+def test_a_video_over_max_pixels_goes_aside(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirVideos, tmp_path, bus_url, max_pixels=10_000, max_in_flight=100)
+    write_video(tmp_path / "in" / "big.mp4", frames=3)  # 160x96 = 15360 pixels
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".failed" / "big.mp4.error.txt").exists())
+    assert queued(module.ctx.bus) == []
+    reason = (tmp_path / "in" / ".failed" / "big.mp4.error.txt").read_text()
+    assert "160x96 is 0.0 megapixels, over max_pixels" in reason

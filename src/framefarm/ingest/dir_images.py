@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 
 from ..config import registry
-from .folder import FolderInput, FolderOptions, Progress, patterns_field
+from .files import OpenedFile, read_bounded
+from .folder import FolderInput, FolderOptions, Progress, max_file_size_field, patterns_field
 from .images import inspect_image
 
 DEFAULT_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.webp"]
+DEFAULT_MAX_FILE_SIZE = "64MiB"
 
 
 class DirImagesOptions(FolderOptions):
     name: Literal["dir_images"] = Field(description="Watch a folder for image files.")
     patterns: list[str] = patterns_field(DEFAULT_PATTERNS)
+    max_file_size: ByteSize | None = max_file_size_field(
+        DEFAULT_MAX_FILE_SIZE, "An image is read whole, and its bytes are the frame on the bus."
+    )
 
 
 @registry.inputs.register
 class DirImages(FolderInput[DirImagesOptions]):
     """The file's bytes are the frame: no decode and re-encode, the detector decodes it once."""
 
-    def publish_file(self, path: Path, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return False
-        fmt, width, height = inspect_image(data)
-        mtime = path.stat().st_mtime
+    def publish_file(self, file: OpenedFile, start: int, progress: Progress, stop: threading.Event) -> bool:
+        with file.reading():
+            data = read_bounded(file.handle, self.options.max_file_size)
+            fmt, width, height = inspect_image(data, self.options.max_pixels)
         return self.publisher.publish(
-            data, fmt=fmt, width=width, height=height, source=source, stop=stop, captured_at=mtime
+            data, fmt=fmt, width=width, height=height, source=file.source, stop=stop, captured_at=file.status.st_mtime
         )

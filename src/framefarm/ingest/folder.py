@@ -1,37 +1,38 @@
 """What the folder inputs share: watch a folder, wait for files to settle, publish each file's frames
 exactly once (across restarts too), then move, delete or keep the file; bad files go aside with a reason.
+
+Nothing a folder can hold may stop the input or keep it from the other files: each entry's trouble (a special
+file, a name that is not UTF-8, a file that vanishes, one that is still being written, one that crashed the
+process before) ends with that entry set aside or skipped, with a log line. See files.py and watcher.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import threading
-import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from fnmatch import fnmatch
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from pydantic import ByteSize, Field
 from watchdog.observers import Observer
 
-from ..atomic import write_atomic
 from ..config.registry import CheckContext
 from ..config.schema import InputOptions
 from ..config.types import Duration
 from ..config.yamlpos import Loc
-from ..errors import BadInput, IncompleteFile
+from ..errors import SourceUnavailable
 from .base import Input
-from .ledger import FileId, Ledger
+from .files import OpenedFile, shown
+from .ledger import Ledger
+from .watcher import FolderWatcher
 
 DEFAULT_SETTLE_S = 0.5
 DEFAULT_RESCAN_S = 10.0
 DEFAULT_INCOMPLETE_TIMEOUT_S = 10.0
-TICK_S = 0.1
+DEFAULT_MAX_PIXELS = 50_000_000  # a 50 MP picture is 150 MB as BGR pixels, in each module it reaches
+DEFAULT_MAX_CRASHES = 2
 
 FO = TypeVar("FO", bound="FolderOptions")
 
@@ -45,6 +46,15 @@ def patterns_field(defaults: list[str]) -> Any:
     )
 
 
+def max_file_size_field(default: str | None, why: str) -> Any:
+    """The ``max_file_size`` option of a folder kind, with that kind's default."""
+    return Field(
+        default,
+        validate_default=True,
+        description=f"Larger files go to failed_dir; a number of bytes or a size such as 64MiB. {why}",
+    )
+
+
 class FolderOptions(InputOptions):
     lossless = True
     path: Path = Field(description="The folder to watch.")
@@ -54,18 +64,33 @@ class FolderOptions(InputOptions):
     )
     done_dir: Path | None = Field(None, description="Where `after: move` puts files; default <path>/.done.")
     failed_dir: Path | None = Field(
-        None, description="Where unreadable files go, with <name>.error.txt; default <path>/.failed."
+        None,
+        description="Where unusable files go, with <name>.error.txt; default <path>/.failed. Entries that are not "
+        "regular files (FIFOs, sockets, devices, links to them) go there too; directories are skipped.",
     )
     settle: Duration = Field(
         DEFAULT_SETTLE_S, description="A file is taken once its size and mtime have not changed for this long."
     )
     incomplete_timeout: Duration = Field(
         DEFAULT_INCOMPLETE_TIMEOUT_S,
-        description="A truncated file is waited for (a slow writer may finish it) until it has not changed "
-        "for this long; then it goes to failed_dir.",
+        description="A truncated, empty or too short file is waited for (a slow writer may finish it) until it "
+        "has not changed for this long; then it goes to failed_dir.",
     )
     rescan: Duration = Field(
         DEFAULT_RESCAN_S, gt=0, description="Full rescan period, for file systems that miss change events."
+    )
+    max_file_size: ByteSize | None = max_file_size_field(None, "Unset: no limit.")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        gt=0,
+        description="Pictures (and video frames) with more pixels go to failed_dir, judged from the header before "
+        "anything is decoded: a small file can hold a huge picture.",
+    )
+    max_crashes: int = Field(
+        DEFAULT_MAX_CRASHES,
+        ge=1,
+        description="A file whose reading killed the process this many times in a row, without progress between "
+        "(a decoder crash, the OOM killer), goes to failed_dir instead of being taken again.",
     )
 
 
@@ -81,146 +106,32 @@ class FolderInput(Input[FO]):
             yield ("after",), f"after: {options.after} needs write access to {folder}"
 
     @abstractmethod
-    def publish_file(self, path: Path, source: str, start: int, progress: Progress, stop: threading.Event) -> bool:
-        """Publish the frames of ``path`` from frame ``start`` on; False if ``stop`` came first.
+    def publish_file(self, file: OpenedFile, start: int, progress: Progress, stop: threading.Event) -> bool:
+        """Publish the frames of ``file`` from frame ``start`` on; False if ``stop`` came first.
 
-        Raise IncompleteFile for a file that may still be being written, BadInput for one that is unusable.
+        Raise IncompleteFile for a file that may still be being written, BadInput for one that is unusable (an
+        error of the file, its reading or decoding must become one of these: anything else stops the input).
         """
 
     def read(self, stop: threading.Event) -> None:
         folder = self.ctx.resolve(self.options.path)
+        if not folder.is_dir():
+            raise SourceUnavailable(f"{shown(folder)} is not a folder (not mounted yet? removed?)")
         watcher = FolderWatcher(self, folder)
         ledger = Ledger(self.ctx.state_dir() / f"{self.ctx.alias}.sqlite")
         observer = Observer()
-        observer.schedule(watcher, str(folder), recursive=self.options.recursive)
-        observer.start()
-        self.ctx.log.info("watching %s (%s)", folder, ", ".join(self.options.patterns))
+        try:
+            observer.schedule(watcher, str(folder), recursive=self.options.recursive)
+            observer.start()
+        except OSError as exc:  # e.g. out of inotify watches: rescans still find every file, only later
+            self.ctx.log.warning(
+                "no change events for %s (%s): rescanning every %gs", shown(folder), exc, watcher.rescan
+            )
+        self.ctx.log.info("watching %s (%s)", shown(folder), ", ".join(self.options.patterns))
         try:
             watcher.loop(ledger, stop)
         finally:
-            observer.stop()
-            observer.join(timeout=5)
+            if observer.is_alive():
+                observer.stop()
+                observer.join(timeout=5)
             ledger.close()
-
-
-class FolderWatcher(FileSystemEventHandler):
-    """Collects candidate files from events and rescans, and hands each on once it has settled."""
-
-    def __init__(self, owner: FolderInput[Any], folder: Path) -> None:
-        self.owner = owner
-        self.options: FolderOptions = owner.options
-        self.folder = folder
-        self.done_dir = owner.ctx.resolve(self.options.done_dir or folder / ".done")
-        self.failed_dir = owner.ctx.resolve(self.options.failed_dir or folder / ".failed")
-        self.patterns = [p.lower() for p in self.options.patterns]
-        self.pending: dict[Path, tuple[tuple[int, int], float]] = {}
-        self.lock = threading.Lock()
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("created", "modified", "closed", "moved"):
-            target = getattr(event, "dest_path", "") or event.src_path
-            self.offer(Path(os.fsdecode(target)))
-
-    def offer(self, path: Path) -> None:
-        if self.wanted(path):
-            with self.lock:
-                self.pending.setdefault(path, ((-1, -1), 0.0))
-
-    def wanted(self, path: Path) -> bool:
-        if self.done_dir in path.parents or self.failed_dir in path.parents:
-            return False
-        if not self.options.recursive and path.parent != self.folder:
-            return False
-        return any(fnmatch(path.name.lower(), pattern) for pattern in self.patterns)
-
-    def scan(self) -> None:
-        walker = self.folder.rglob("*") if self.options.recursive else self.folder.iterdir()
-        for path in sorted(walker, key=_mtime):
-            if path.is_file():
-                self.offer(path)
-
-    def loop(self, ledger: Ledger, stop: threading.Event) -> None:
-        next_scan = 0.0
-        while not stop.is_set():
-            if time.monotonic() >= next_scan:
-                self.scan()
-                next_scan = time.monotonic() + self.options.rescan
-            for path in self.settled():
-                if stop.is_set():
-                    return
-                self.take(path, ledger, stop)
-            stop.wait(TICK_S)
-
-    def settled(self) -> list[Path]:
-        """Pending files unchanged for ``settle`` seconds; vanished ones are forgotten."""
-        now, ready = time.monotonic(), []
-        with self.lock:
-            for path, (signature, since) in list(self.pending.items()):
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    del self.pending[path]
-                    continue
-                current = (stat.st_size, stat.st_mtime_ns)
-                if current != signature:
-                    self.pending[path] = (current, now)
-                elif now - since >= self.options.settle:
-                    ready.append(path)
-                    del self.pending[path]
-        return ready
-
-    def take(self, path: Path, ledger: Ledger, stop: threading.Event) -> None:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return
-        file = FileId(path, stat.st_size, stat.st_mtime_ns)
-        start, complete = ledger.state(file)
-        if not complete:
-            try:
-                source = str(path.relative_to(self.folder))
-                if not self.owner.publish_file(path, source, start, partial(ledger.advance, file), stop):
-                    return  # stopping: the file stays, and the next start resumes where this one left off
-            except IncompleteFile as exc:
-                if time.time() - stat.st_mtime < self.options.incomplete_timeout:
-                    self.offer(path)  # perhaps a slow writer paused for longer than `settle`: look again
-                else:
-                    self.fail(path, str(exc))
-                return
-            except BadInput as exc:
-                self.fail(path, str(exc))
-                return
-            ledger.advance(file, start, complete=True)
-        self.finish(path)
-        if self.options.after != "keep":
-            ledger.forget(file)
-
-    def finish(self, path: Path) -> None:
-        if self.options.after == "delete":
-            path.unlink(missing_ok=True)
-        elif self.options.after == "move":
-            _move_aside(path, self.done_dir / path.relative_to(self.folder))
-
-    def fail(self, path: Path, reason: str) -> None:
-        self.owner.ctx.log.warning("%s moved to %s: %s", path.name, self.failed_dir, reason)
-        self.owner.ctx.bus.flow.count(self.owner.ctx.alias, "failed")
-        target = _move_aside(path, self.failed_dir / path.relative_to(self.folder))
-        write_atomic(target.with_name(target.name + ".error.txt"), (reason + "\n").encode())
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _move_aside(path: Path, target: Path) -> Path:
-    """Move ``path`` to ``target``, adding a numeric suffix rather than overwriting an earlier file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = target, 1
-    while candidate.exists():
-        candidate = target.with_name(f"{target.stem}.{n}{target.suffix}")
-        n += 1
-    shutil.move(path, candidate)
-    return candidate

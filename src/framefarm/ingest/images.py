@@ -1,4 +1,4 @@
-"""Check that bytes are a whole, decodable image before they enter the pipeline."""
+"""Check that bytes are a whole, decodable image of a size the pipeline takes, before they enter it."""
 
 from __future__ import annotations
 
@@ -6,37 +6,36 @@ import cv2
 import numpy as np
 
 from ..errors import BadInput, IncompleteFile
+from ..vision.imageheader import read_header
 
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
-
-
-def sniff_format(data: bytes) -> str:
-    """The image format from its magic bytes: jpeg, png, bmp or webp."""
-    if data.startswith(JPEG_START):
-        return "jpeg"
-    if data.startswith(PNG_START):
-        return "png"
-    if data.startswith(b"BM"):
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    raise BadInput("not a JPEG, PNG, BMP or WebP image (unknown magic bytes)")
+MEGA = 1_000_000
 
 
-def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) of a complete image; BadInput says what is wrong otherwise.
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """BadInput for a picture over ``max_pixels``: decoding it would take memory in every module it reaches."""
+    if width * height > max_pixels:
+        raise BadInput(
+            f"{width}x{height} is {width * height / MEGA:.1f} megapixels, over max_pixels ({max_pixels / MEGA:.1f})"
+        )
 
-    OpenCV decodes a truncated JPEG into a grey-bottomed picture without an error, so the end
-    markers are checked first.
+
+def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) of a complete image as displayed; BadInput says what is wrong otherwise.
+
+    The order matters: the size comes from the header, so a huge picture is refused without decoding it; the
+    image's own structure says whether it is complete (bytes after its end are allowed: a Motion Photo's video);
+    only then is it decoded, which finds what is corrupt. OpenCV applies the EXIF orientation, so width and height
+    are those of the picture as it is displayed and as the detector will decode it.
     """
-    fmt = sniff_format(data)
-    if fmt == "jpeg" and JPEG_END not in data[-64:]:
-        raise IncompleteFile("truncated JPEG: no end-of-image marker")
-    if fmt == "png" and not data.rstrip(b"\0").endswith(PNG_END):
-        raise IncompleteFile("truncated PNG: no IEND chunk")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    header = read_header(data)
+    check_pixels(header.width, header.height, max_pixels)
+    if header.end is None:
+        raise IncompleteFile(f"truncated {header.format.upper()}: the image ends after {len(data)} bytes")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise BadInput(f"corrupt {header.format.upper()}: {exc}") from exc
     if image is None:
-        raise BadInput(f"corrupt {fmt.upper()}: the decoder rejected it")
+        raise BadInput(f"corrupt {header.format.upper()}: the decoder rejected it")
     height, width = image.shape[:2]
-    return fmt, width, height
+    return header.format, width, height

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from ..errors import BadInput
+from .imageheader import read_header
 
 RAW = "raw"
 ENCODERS = {"jpeg": ".jpg", "png": ".png"}
@@ -33,12 +34,23 @@ def shrink(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
 
 
 def decode_frame(data: bytes, fmt: str, width: int, height: int) -> np.ndarray:
-    """A BGR image; BadInput when the bytes are not a frame of that format and size."""
+    """A BGR image; BadInput when the bytes are not a frame of that format and size.
+
+    An encoded frame's header is read first, and a frame with more pixels than its message declares is refused
+    before it is decoded: a small file can hold a huge image (a PNG of 20000x20000 is 1.2 GB as pixels), and a
+    detector or an output must not be the one to find out. The input checked the declared size (max_pixels).
+    """
     if fmt == RAW:
         if len(data) != width * height * 3:
             raise BadInput(f"raw frame of {len(data)} bytes is not {width}x{height} BGR")
         return np.frombuffer(data, np.uint8).reshape(height, width, 3)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    header = read_header(data)
+    if header.width * header.height > width * height:
+        raise BadInput(f"{fmt} frame is {header.width}x{header.height}, larger than the {width}x{height} declared")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise BadInput(f"{fmt} frame is not decodable: {exc}") from exc
     if image is None:
         raise BadInput(f"{fmt} frame is not decodable")
     return image

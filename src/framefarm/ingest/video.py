@@ -1,0 +1,111 @@
+"""What every PyAV video source needs: frames as they are displayed, damaged packets skipped, an honest end.
+
+A phone records upright video as landscape pixels plus a display matrix saying "turn by 90 degrees"; players
+apply it, as image viewers apply EXIF orientation, and so must the pipeline, or a detector sees people lying
+down and results are in the wrong frame of reference. A damaged packet is skipped, as ffmpeg does, rather than
+losing the rest of a recording; and a file that ends before its own header says is reported, not passed as done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import av
+import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
+
+from ..errors import BadInput
+from .images import check_pixels
+
+RIGHT_ANGLE_TOLERANCE = 0.01  # of the matrix's scale: below it a coefficient counts as zero
+SHORT_MIN_FRAMES = 2  # fewer frames than expected by more than this (edit lists trim a frame or two) ...
+SHORT_FRACTION = 0.02  # ... and than this share of the expected count: the file ended early
+
+
+def orient(image: np.ndarray, matrix: Sequence[int]) -> np.ndarray:
+    """``image`` as a display matrix (ffmpeg's 3x3, row-major) says to show it: the eight right-angle cases.
+
+    The matrix maps stored (x, y) to displayed x' = a*x + c*y, y' = b*x + d*y; other angles are left as stored.
+    """
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    tolerance = max(abs(a), abs(b), abs(c), abs(d)) * RIGHT_ANGLE_TOLERANCE
+    if abs(b) <= tolerance and abs(c) <= tolerance:
+        x_sign, y_sign = a, d
+    elif abs(a) <= tolerance and abs(d) <= tolerance:
+        image = image.transpose(1, 0, 2)  # displayed x is stored y and the other way round
+        x_sign, y_sign = c, b
+    else:
+        return image
+    if x_sign < 0:
+        image = image[:, ::-1]
+    if y_sign < 0:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
+def frame_to_bgr(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's BGR pixels, turned as its display matrix says; BadInput if it cannot be converted."""
+    try:
+        image = frame.to_ndarray(format="bgr24")
+    except (av.FFmpegError, ValueError) as exc:
+        raise BadInput(f"a {frame.format.name} frame cannot be converted to BGR: {exc}") from exc
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    return orient(image, np.frombuffer(memoryview(side), np.int32)) if side is not None else image
+
+
+class Decoded:
+    """The frames of one video stream in order, each checked against ``max_pixels`` before it is converted,
+    counting on the way what did not decode."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, max_pixels: int) -> None:
+        self.container, self.stream, self.max_pixels = container, stream, max_pixels
+        self.decoded = 0
+        self.damaged = 0  # packets that did not decode, skipped
+        self.damage: str | None = None  # why the last of them did not
+        self.broken_off: str | None = None  # why the container could not be read to its end
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except (av.FFmpegError, OSError) as exc:  # the container breaks off here: the file ends
+                self.broken_off = _reason(exc)
+                return
+            yield from self._frames(packet)
+
+    def _frames(self, packet: av.Packet) -> Iterator[av.VideoFrame]:
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:
+            self.damaged += 1
+            self.damage = _reason(exc)
+            return
+        for frame in frames:
+            check_pixels(frame.width, frame.height, self.max_pixels)
+            self.decoded += 1
+            yield frame
+
+    def expected(self) -> int | None:
+        """How many frames the container says the stream has (counted, or from its duration); None if unknown."""
+        if self.stream.frames:
+            return self.stream.frames
+        if self.container.duration and self.stream.average_rate:
+            return round(self.container.duration / av.time_base * float(self.stream.average_rate))
+        return None
+
+    def trouble(self) -> str | None:
+        """What went wrong, for a log line: the stream ended early, or had damaged packets; None if nothing."""
+        expected = self.expected()
+        damaged = f", {self.damaged} damaged packets skipped ({self.damage})" if self.damaged else ""
+        if expected is not None and expected - self.decoded > max(SHORT_MIN_FRAMES, expected * SHORT_FRACTION):
+            return f"ended early: {self.decoded} of {expected} frames decoded{damaged} (truncated?)"
+        if self.broken_off is not None:
+            return f"ended early: {self.decoded} frames decoded, then {self.broken_off}{damaged}"
+        return damaged.removeprefix(", ") or None
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
