@@ -200,3 +200,15 @@ def test_a_missing_folder_is_waited_for(tmp_path: Path, bus_url: str, caplog: py
         (tmp_path / "in").mkdir()
         put_good_file(DirImages, tmp_path / "in")
         wait_for(lambda: len(queued(module.ctx.bus)) == 1)
+
+
+def test_a_ledger_that_is_not_a_database_is_moved_aside(
+    tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = make_input(DirImages, tmp_path, bus_url)
+    (module.ctx.state_dir() / "uploads.sqlite").write_bytes(b"garbage from a disk fault " * 100)
+    put_good_file(DirImages, tmp_path / "in")
+    with running(module):
+        wait_for(lambda: len(queued(module.ctx.bus)) == 1)
+    assert "is unreadable" in caplog.text
+    assert [p.name.startswith("uploads.sqlite.corrupt-") for p in module.ctx.state_dir().iterdir()].count(True) == 1

@@ -25,7 +25,7 @@ from ..config.yamlpos import Loc
 from ..errors import SourceUnavailable
 from .base import Input
 from .files import OpenedFile, shown
-from .ledger import Ledger
+from .ledger import open_ledger
 from .watcher import FolderWatcher
 
 DEFAULT_SETTLE_S = 0.5
@@ -118,7 +118,7 @@ class FolderInput(Input[FO]):
         if not folder.is_dir():
             raise SourceUnavailable(f"{shown(folder)} is not a folder (not mounted yet? removed?)")
         watcher = FolderWatcher(self, folder)
-        ledger = Ledger(self.ctx.state_dir() / f"{self.ctx.alias}.sqlite")
+        ledger = open_ledger(self.ctx.state_dir() / f"{self.ctx.alias}.sqlite", self.ctx.log)
         observer = Observer()
         try:
             observer.schedule(watcher, str(folder), recursive=self.options.recursive)

@@ -7,8 +7,10 @@ decoding count, not waiting for the bus: a process killed while a full pipeline 
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +99,21 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+
+def open_ledger(path: Path, log: logging.Logger) -> Ledger:
+    """The ledger at ``path``; one that is not a database any more (a disk fault, a stray write) is moved aside
+    and a new one started, rather than the input failing at every start. Files that were in progress may then
+    be published again from their first frame: at least once, never lost.
+    """
+    try:
+        return Ledger(path)
+    except sqlite3.OperationalError:
+        raise  # cannot open or write the file: moving it aside would not help
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.lexists(f"{path}{suffix}"):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        log.error("ledger %s is unreadable (%s): moved to %s, starting a new one", path, exc, aside.name)
+        return Ledger(path)

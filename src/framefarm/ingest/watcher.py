@@ -221,7 +221,8 @@ class FolderWatcher(FileSystemEventHandler):
         except FileNotFoundError:
             self.log.info("%s vanished after its frames were published", self.name(path))
         except OSError as exc:  # the ledger keeps it complete: a restart will not publish it again
-            self.ignore(path, watch, f"{self.name(path)} is published but cannot be {self.options.after}d: {exc}")
+            message = f"{self.name(path)} is published but cannot be {self.options.after}d ({exc})"
+            self.ignore(path, watch, f"{message}; left in place until it changes")
             return
         if self.options.after != "keep":
             ledger.forget(file)
@@ -236,7 +237,8 @@ class FolderWatcher(FileSystemEventHandler):
             self.log.info("%s vanished before it could be moved aside (%s)", name, reason)
             return
         except OSError as exc:
-            self.ignore(path, watch, f"{name} cannot be moved to {shown(self.failed_dir)} ({exc}): {reason}")
+            message = f"{name} cannot be moved to {shown(self.failed_dir)} ({exc}): {reason}"
+            self.ignore(path, watch, f"{message}; left in place until it changes")
             return
         self.log.warning("%s moved to %s: %s", name, shown(self.failed_dir), reason)
         try:
@@ -247,9 +249,9 @@ class FolderWatcher(FileSystemEventHandler):
             self.log.error("cannot write why %s failed: %s", name, exc)
 
     def ignore(self, path: Path, watch: Watch, message: str) -> None:
-        """Leave the entry where it is until it changes; say so once, not at every rescan."""
+        """Pass over the entry until it changes; say so once, not at every rescan."""
         if path not in self.ignored:
-            self.log.warning("%s; left in place until it changes", message)
+            self.log.warning("%s", message)
         self.ignored[path] = watch.signature
 
 
