@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from supervisor.options import ClientOptions, ServerOptions
+
 from framefarm.config.pipeline import load_pipeline
 from framefarm.supervisord.render import Layout, render
 
+from conftest import MEDIA
 from peers import wait_for
 from workspace import Workspace, pipeline_yaml, runner_processes
 
@@ -76,3 +83,76 @@ def test_plain_supervisord_runs_the_rendered_pipeline(tmp_path: Path) -> None:
     finally:
         ws.supervisorctl("shutdown")
         wait_for(lambda: runner_processes(tmp_path) == [], 60, "every module to stop")
+
+
+# Folder names with every character supervisord.conf gives a meaning to: spaces, ; and # after a space
+# (inline comments), % (expansions), quotes, a backslash and $ (shell words), and non-ASCII letters.
+AWKWARD = [
+    ("é #1 ;'\"\\$", "ü #2"),  # short: the sockets' paths must stay under 100 bytes
+    ("c 50% é", "r 5%d ✓"),
+]
+
+
+def awkward_pipeline(root: Path, runtime: str) -> Path:
+    """A detector-free pipeline (quick to start) in ``root`` with ``runtime`` as its runtime dir."""
+    (root / "in").mkdir(parents=True)
+    config = root / "pipeline.yaml"
+    config.write_text(
+        f"service:\n  runtime_dir: {json.dumps(runtime)}\n  stop_timeout: 10s\npipeline:\n"
+        "  inputs:\n    - {name: dir_images, alias: uploads, tag: uploads, path: in}\n"
+        "  outputs:\n    - {name: image_files, alias: results, path: out}\n"
+    )
+    return config
+
+
+@pytest.mark.parametrize(("folder", "runtime"), AWKWARD)
+def test_supervisord_reads_back_every_rendered_path_and_command(tmp_path: Path, folder: str, runtime: str) -> None:
+    root = tmp_path / folder
+    conf = render(load_pipeline(awkward_pipeline(root, runtime), {}))
+    layout = Layout(root / runtime)
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    assert (options.logfile, options.pidfile) == (str(layout.supervisord_log), str(layout.pidfile))
+    assert (options.childlogdir, Path(options.directory).resolve()) == (str(layout.logs), root)
+    assert [c["file"] for c in options.configroot.supervisord.server_configs] == [str(layout.socket)]
+    commands = {}
+    for group in options.process_group_configs:
+        (process,) = group.process_configs
+        commands[process.name] = shlex.split(process.command)
+        assert process.stdout_logfile == str(layout.logs / f"{process.name}.log")
+    snapshots = {path.name.rsplit("-", 1)[0]: str(path) for path in layout.modules.glob("*.json")}
+    assert commands["uploads"] == [sys.executable, "-m", "framefarm.runner", snapshots["uploads"]]
+    assert commands["results"][-1] == snapshots["results"]
+    broker = commands["embedded-broker"]
+    assert broker[broker.index("--dir") + 1] == str(layout.root / "broker")
+    client = ClientOptions()
+    client.configfile = str(conf)
+    client.process_config(do_usage=False)
+    assert client.serverurl == f"unix://{layout.socket}"
+
+
+@pytest.mark.parametrize(("folder", "runtime"), AWKWARD)
+def test_a_pipeline_in_awkward_folders_starts_every_module_and_quits(tmp_path: Path, folder: str, runtime: str) -> None:
+    root = tmp_path / folder
+    config = awkward_pipeline(root, runtime)
+
+    def pipectl(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "framefarm.cli", *args, "-c", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+    pipectl("start")
+    try:
+        shutil.copyfile(MEDIA / "eagle.jpg", root / ".eagle.part")
+        os.replace(root / ".eagle.part", root / "in" / "eagle.jpg")
+        result = root / "out" / "uploads" / "eagle.json"
+        wait_for(result.exists, 60, f"a result ({list((root / runtime / 'logs').glob('*'))})")
+        assert json.loads(result.read_text())["source"] == "eagle.jpg"
+        states = pipectl("status").stdout
+        assert all(f"{name} " in states for name in ("embedded-broker", "uploads", "results")), states
+        assert states.count("RUNNING") == 3, states
+        ctl = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(root / runtime / "supervisord.conf")]
+        assert "uploads" in subprocess.run([*ctl, "status"], capture_output=True, text=True, timeout=30).stdout
+    finally:
+        pipectl("-s", "quit")
+    assert runner_processes(root) == []

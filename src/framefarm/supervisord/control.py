@@ -65,7 +65,8 @@ class Master:
             raise MasterError(
                 f"already running in {self.layout.root} (pid {self.pid()}): use `pipectl -s reload` or `-s stop`"
             )
-        args = [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)]
+        # UTF-8 mode: supervisord reads its file as UTF-8 whatever the locale (paths may be non-ASCII)
+        args = [sys.executable, "-X", "utf8", "-m", "supervisor.supervisord", "-c", str(self.layout.conf)]
         if foreground:
             os.execv(sys.executable, [*args, "-n"])
         result = subprocess.run(args, capture_output=True, text=True, check=False)

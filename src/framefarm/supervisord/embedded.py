@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import MasterError
 
@@ -44,9 +45,14 @@ def _major_version(binary: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def socket_fits(path: Path) -> bool:
+    """Whether a unix socket can live at ``path``: sun_path counts bytes (a non-ASCII letter takes 2 to 4)."""
+    return len(os.fsencode(path)) <= MAX_UNIX_SOCKET_PATH
+
+
 def socket_path(runtime_dir: Path) -> Path:
     path = runtime_dir / SOCKET_NAME
-    if len(str(path)) > MAX_UNIX_SOCKET_PATH:
+    if not socket_fits(path):
         raise MasterError(
             f"runtime_dir {runtime_dir} is too long for a unix socket; use a shorter one or set service.broker"
         )
@@ -54,11 +60,13 @@ def socket_path(runtime_dir: Path) -> Path:
 
 
 def broker_url(runtime_dir: Path) -> str:
-    return f"unix://{socket_path(runtime_dir)}"
+    """The socket as a URL: percent-encoded, so that a ``#``, ``?`` or ``%`` in the runtime dir stays path."""
+    return f"unix://{quote(str(socket_path(runtime_dir)))}"
 
 
-def server_command(runtime_dir: Path, persist: bool) -> str:
-    """No periodic saves ever; with ``persist`` the queues are snapshotted when the server stops."""
+def server_args(runtime_dir: Path, persist: bool) -> list[str]:
+    """The server's command line. No periodic saves ever; with ``persist`` the queues are snapshotted when the
+    server stops."""
     data_dir = runtime_dir / "broker"
     args = [
         str(server_binary()),
@@ -71,4 +79,4 @@ def server_command(runtime_dir: Path, persist: bool) -> str:
         "--appendonly", "no",
         "--shutdown-on-sigterm", "save" if persist else "nosave",
     ]  # fmt: skip
-    return shlex.join(args)
+    return args

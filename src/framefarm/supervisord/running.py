@@ -47,11 +47,10 @@ class Running:
         layout = Layout(runtime_dir_of(config))
         if not Master(layout).running():
             raise MasterError(f"not running in {layout.root}")
-        conf = layout.conf.read_text(encoding="utf-8")
         snapshots = [
             json.loads(path.read_text(encoding="utf-8"))
             for path in sorted(layout.modules.glob("*.json"))
-            if str(path) in conf
+            if layout.names(path)
         ]
         return cls(layout, snapshots)
 
