@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from framefarm.errors import BadInput
 from framefarm.ingest.dir_images import DirImages
 from framefarm.ingest.dir_videos import DirVideos
-from framefarm.ingest.files import read_bounded
+from framefarm.ingest.files import OpenedFile, read_bounded
 from framefarm.ingest.folder import FolderInput
 from framefarm.ingest.ledger import FileId, Ledger
 
@@ -189,6 +190,29 @@ def test_a_file_that_killed_the_input_is_set_aside(tmp_path: Path, bus_url: str)
         wait_for(lambda: len(queued(module.ctx.bus)) == 1)
     assert "died 2 times" in (tmp_path / "in" / ".failed" / "poison.jpg.error.txt").read_text()
     assert [m.source for m in queued(module.ctx.bus)] == ["good.jpg"]
+
+
+class DirImagesWithADecoderBug(DirImages):
+    """dir_images with a decoder that fails in a way nobody foresaw, on one file."""
+
+    def publish_file(
+        self, file: OpenedFile, start: int, progress: Callable[[int], None], stop: threading.Event
+    ) -> bool:
+        with file.reading():
+            if file.source.startswith("poison"):
+                raise ZeroDivisionError("a bug in the decoder")
+        return super().publish_file(file, start, progress, stop)
+
+
+def test_an_unforeseen_error_while_reading_a_file_sets_it_aside(tmp_path: Path, bus_url: str) -> None:
+    module = make_input(DirImagesWithADecoderBug, tmp_path, bus_url)
+    put_good_file(DirImages, tmp_path / "in", "poison")
+    put_good_file(DirImages, tmp_path / "in")
+    with running(module):  # fails if the input crashed
+        wait_for(lambda: (tmp_path / "in" / ".failed" / "poison.jpg.error.txt").exists())
+        wait_for(lambda: len(queued(module.ctx.bus)) == 1)
+    reason = (tmp_path / "in" / ".failed" / "poison.jpg.error.txt").read_text()
+    assert reason == "ZeroDivisionError while reading it: a bug in the decoder\n"
 
 
 def test_a_missing_folder_is_waited_for(tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -7,6 +7,7 @@ Only the bus failing, or the folder itself going away, ends the loop (the input 
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from ..atomic import write_atomic
-from ..errors import BadInput, IncompleteFile, SourceUnavailable
+from ..errors import BadInput, FramefarmError, IncompleteFile, SourceUnavailable
 from ..modules.context import ModuleContext
 from .files import NotRegular, OpenedFile, Vanished, move_aside, open_regular, shown
 from .ledger import FileId, Ledger
@@ -164,7 +165,7 @@ class FolderWatcher(FileSystemEventHandler):
             return
         file = FileId(path, status.st_size, status.st_mtime_ns)
         with handle:
-            opened = OpenedFile(path, self.name(path), handle, status, partial(_reading, ledger, file))
+            opened = OpenedFile(path, self.name(path), handle, status, partial(_reading, ledger, file, self.log))
             self.take_open(opened, file, watch, ledger, stop)
 
     def take_open(self, opened: OpenedFile, file: FileId, watch: Watch, ledger: Ledger, stop: threading.Event) -> None:
@@ -256,12 +257,23 @@ class FolderWatcher(FileSystemEventHandler):
 
 
 @contextmanager
-def _reading(ledger: Ledger, file: FileId) -> Iterator[None]:
+def _reading(ledger: Ledger, file: FileId, log: logging.Logger) -> Iterator[None]:
+    """Mark ``file`` as being read while the block runs: a process that dies in there leaves the mark.
+
+    An unforeseen error in there (a decoder's bug, memory running out) is the file's doing: it becomes BadInput,
+    so the file goes aside, instead of stopping the input only to meet the same file again after the restart.
+    """
     ledger.mark(file)
     try:
         yield
-    finally:
+    except FramefarmError:
         ledger.unmark(file)
+        raise
+    except Exception as exc:
+        ledger.unmark(file)
+        log.exception("unforeseen error while reading %s", shown(file.path))
+        raise BadInput(f"{type(exc).__name__} while reading it: {exc}") from exc
+    ledger.unmark(file)
 
 
 def _signature(path: Path) -> Signature | None:
