@@ -11,7 +11,7 @@ import pytest
 from framefarm.bus import check_service
 from framefarm.config.pipeline import load_pipeline
 from framefarm.config.schema import FramesOptions, ServiceOptions
-from framefarm.config.types import redact_url
+from framefarm.config.urls import redact_url
 from framefarm.errors import ConfigError
 
 from conftest import MODEL, NAMES

@@ -13,13 +13,13 @@ from .bus import check_service, connect
 from .config.describe import describe_kind
 from .config.pipeline import Pipeline, load_pipeline
 from .config.registry import REGISTRIES
-from .config.types import redact_url
+from .config.urls import redact_url
 from .errors import ConfigError, FramefarmError
 from .plugins import load_kinds
 from .supervisord import embedded
 from .supervisord.control import Master
 from .supervisord.drain import quit_gracefully
-from .supervisord.render import ROLES, Layout, prune_snapshots, render
+from .supervisord.render import ROLES, Layout, check_runtime_dir, prune_snapshots, render
 from .supervisord.running import Running, runtime_dir_of
 
 EXIT_OK = 0
@@ -92,8 +92,9 @@ def _print_problems(config: Path, exc: ConfigError) -> None:
 
 
 def load(config: Path) -> Pipeline:
-    """The full validation, the same for ``-t``, start, render and reload: kinds' checks and the broker's."""
-    return load_pipeline(config, check_service=check_service)
+    """The full validation, the same for ``-t``, start, render and reload: kinds' checks, the broker's and the
+    runtime dir's."""
+    return load_pipeline(config, check_service=check_service, check_runtime=check_runtime_dir)
 
 
 def cmd_test(config: Path, *, connect: bool = False) -> int:

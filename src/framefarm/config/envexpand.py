@@ -8,7 +8,7 @@ from typing import Any
 
 from .yamlpos import Loc
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")  # groups: name, default
 
 
 def expand(data: Any, env: Mapping[str, str], on_missing: Callable[[Loc, str], None], loc: Loc = ()) -> Any:
@@ -29,4 +29,10 @@ def expand(data: Any, env: Mapping[str, str], on_missing: Callable[[Loc, str], N
         on_missing(loc, name)
         return ""
 
-    return _VAR.sub(substitute, data)
+    return VARIABLE.sub(substitute, data)
+
+
+def variable_value(match: re.Match[str], env: Mapping[str, str]) -> str:
+    """What ``expand`` puts in place of one ``VARIABLE`` match."""
+    name, default = match.group(1), match.group(2)
+    return env.get(name, default if default is not None else "")

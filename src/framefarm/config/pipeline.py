@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from .astext import text_fixes, with_texts
 from .envexpand import expand
-from .registry import REGISTRIES, SECTIONS, CheckContext, ModuleKind
+from .folders import Use, conflicts, runtime_dir_problems
+from .registry import REGISTRIES, SECTIONS, CheckContext, FolderUse, ModuleKind
 from .routing import Routes, Stage
 from .schema import ServiceOptions
+from .urls import MASK, check_urls
 from .yamlpos import Document, Loc, format_loc, load_document
 
 TOP_LEVEL_KEYS = ("service", "pipeline")
+MIN_MASKED_SECRET = 3  # shorter "passwords" would mask letters all over the messages
+RUNTIME_DIR_LOC: Loc = ("service", "runtime_dir")
 ServiceCheck = Callable[[ServiceOptions], Iterable[tuple[Loc, str]]]
+RuntimeCheck = Callable[[Path, ServiceOptions, Path], Iterable[str]]  # (config file, service, runtime dir)
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,40 @@ class Pipeline:
 
 
 class _Collector:
+    """Problems as ``file:line: key: message``, with every known password masked.
+
+    A URL that cannot be parsed is *sealed*: its own problem is reported, nothing else about that option,
+    and no check reads it, since any message about it could quote a piece of its password.
+    """
+
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.problems: list[str] = list(doc.problems)
+        self.secrets: set[str] = set()
+        self.sealed: list[Loc] = []
 
     def add(self, loc: Loc, message: str) -> None:
+        if self.is_sealed(loc):
+            return
+        self._append(loc, message)
+
+    def seal(self, loc: Loc, message: str) -> None:
+        self._append(loc, message)
+        self.sealed.append(loc)
+
+    def _append(self, loc: Loc, message: str) -> None:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if len(secret) >= MIN_MASKED_SECRET:
+                message = message.replace(secret, MASK)
         key = f" {format_loc(loc)}:" if loc else ""
         self.problems.append(f"{self.doc.where(loc)}:{key} {message}")
+
+    def is_sealed(self, loc: Loc) -> bool:
+        return any(loc[: len(sealed)] == sealed for sealed in self.sealed)
+
+    def touches_sealed(self, prefix: Loc) -> bool:
+        """Whether a sealed option lies under ``prefix``: checks of that part must not read it."""
+        return any(sealed[: len(prefix)] == prefix for sealed in self.sealed)
 
     def add_validation(self, base: Loc, error: ValidationError) -> None:
         for item in error.errors():
@@ -73,17 +106,29 @@ class _Collector:
             self.add(loc, message)
 
 
+@dataclass(frozen=True)
+class Checks:
+    """The checks of other layers that ``pipectl -t``, start and reload add (config imports none of them):
+    the broker backend's (``service``) and the master's on the runtime dir (``runtime``)."""
+
+    service: ServiceCheck | None = None
+    runtime: RuntimeCheck | None = None
+
+
 def load_pipeline(
     path: Path | str,
     env: Mapping[str, str] | None = None,
     *,
     deep: bool = True,
     check_service: ServiceCheck | None = None,
+    check_runtime: RuntimeCheck | None = None,
+    missing_hint: str = "",
 ) -> Pipeline:
     """Parse, expand, validate and cross-check ``path``; raise ConfigError listing every problem.
 
-    ``deep`` runs each kind's ``check`` (files exist, models load); modules skip it for speed at start.
-    ``check_service`` is the broker backend's own check (the bus layer passes it: config imports no backend).
+    ``deep`` runs each kind's ``check`` (files exist, models load) and compares the folders modules use.
+    ``check_service`` and ``check_runtime`` come from the layers above (see Checks). ``missing_hint`` follows
+    "${VAR} is not set" (reload says where the running pipeline's variables come from).
     """
     path = Path(path).resolve()
     doc = load_document(path)
@@ -96,9 +141,11 @@ def load_pipeline(
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             out.add((key,), f"unknown section (known: {', '.join(TOP_LEVEL_KEYS)})")
-    data = expand(raw, os.environ if env is None else env, lambda loc, name: out.add(loc, f"${{{name}}} is not set"))
+    env = os.environ if env is None else env
+    data = expand(raw, env, lambda loc, name: out.add(loc, f"${{{name}}} is not set{missing_hint}"))
+    _check_urls(raw, data, env, out)
 
-    service = _validate_service(data.get("service") or {}, out)
+    service, raw_service = _validate_service(data.get("service") or {}, raw.get("service") or {}, out)
     problems_before = len(out.problems)
     modules = _validate_modules(data.get("pipeline"), raw.get("pipeline"), out)
     modules_valid = len(out.problems) == problems_before
@@ -109,32 +156,92 @@ def load_pipeline(
     if modules_valid:  # routing checks on half the modules would only mislead
         _check_routing(modules, routes, out)
     if deep:
-        _deep_checks(path, service, modules, check_service, out)
+        _deep_checks(path, service, modules, Checks(check_service, check_runtime), out)
     if out.problems or service is None:
         raise ConfigError(out.problems)
-    return Pipeline(path, service, raw.get("service") or {}, tuple(modules), routes)
+    return Pipeline(path, service, raw_service, tuple(modules), routes)
+
+
+def _check_urls(raw: Any, data: Any, env: Mapping[str, str], out: _Collector) -> None:
+    """Seal every URL whose password would break parsing (see _Collector); learn the others' passwords."""
+    for finding in check_urls(raw, data, env):
+        if finding.problem:
+            out.seal(finding.loc, finding.problem)
+        out.secrets.update(finding.secrets)
 
 
 def _deep_checks(
-    path: Path, service: ServiceOptions | None, modules: list[ModuleSpec], check: ServiceCheck | None, out: _Collector
+    path: Path, service: ServiceOptions | None, modules: list[ModuleSpec], checks: Checks, out: _Collector
 ) -> None:
-    """What would fail at start: the broker backend's limits, each kind's files, models and ports."""
-    if check is not None and service is not None:
-        for loc, message in check(service):
-            out.add(loc, message)
+    """What would fail at start: the runtime dir, the broker backend's limits, each kind's files, models and
+    ports, and folders that modules would share in a loop."""
+    runtime_dir = _service_checks(path, service, checks, out) if service is not None else None
     ctx = CheckContext(base_dir=path.parent, service=service or ServiceOptions())
     for index, module in _indexed(modules):
-        for loc, message in module.kind.check(module.options, ctx):
-            out.add(("pipeline", module.section, index, *loc), message)
+        if not out.touches_sealed(("pipeline", module.section, index)):
+            for loc, message in module.kind.check(module.options, ctx):
+                out.add(("pipeline", module.section, index, *loc), message)
+    if runtime_dir is not None:
+        for loc, message in conflicts(_folder_uses(modules, ctx, runtime_dir), out.doc.line):
+            out.add(loc, message)
 
 
-def _validate_service(data: Any, out: _Collector) -> ServiceOptions | None:
+def _service_checks(path: Path, service: ServiceOptions, checks: Checks, out: _Collector) -> Path | None:
+    """The runtime dir's and the broker backend's checks; return the runtime dir, None if it cannot be resolved."""
+    if checks.service is not None and not out.touches_sealed(("service",)):
+        for loc, message in checks.service(service):
+            out.add(loc, message)
     try:
-        service = ServiceOptions.model_validate(data)
-    except ValidationError as exc:
-        out.add_validation(("service",), exc)
+        runtime_dir = (path.parent / service.runtime_dir).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symbolic links
+        out.add(RUNTIME_DIR_LOC, f"{path.parent / service.runtime_dir} cannot be resolved: {exc}")
         return None
-    return service
+    problems = list(runtime_dir_problems(runtime_dir))
+    if checks.runtime is not None:
+        problems.extend(checks.runtime(path, service, runtime_dir))
+    for message in problems:
+        out.add(RUNTIME_DIR_LOC, message)
+    return runtime_dir
+
+
+def _folder_uses(modules: list[ModuleSpec], ctx: CheckContext, runtime_dir: Path) -> list[Use]:
+    """Every folder a module declares, plus the runtime dir (logs, state and sockets land there)."""
+    uses = [Use(("service",), FolderUse(("runtime_dir",), runtime_dir, writes=True, tree=True))]
+    input_tags = [m.options.tag for m in modules if m.section == "inputs"]
+    for index, module in _indexed(modules):
+        if module.section == "inputs":
+            tags = (module.options.tag,)
+        else:
+            tags = tuple(tag for tag in input_tags if Stage(module.alias, module.options.match).covers(tag))
+        for folder in module.kind.folders(module.options, replace(ctx, tags=tags)):
+            uses.append(Use(("pipeline", module.section, index), folder))
+    return uses
+
+
+def _validate_service(data: Any, raw: Any, out: _Collector) -> tuple[ServiceOptions | None, dict[str, Any]]:
+    validated = _validate(ServiceOptions, data, raw, ("service",), out)
+    if validated is None:
+        return None, raw if isinstance(raw, dict) else {}
+    service, _, raw = validated
+    return service, raw
+
+
+def _validate(model: type[BaseModel], data: Any, raw: Any, base: Loc, out: _Collector) -> tuple[Any, Any, Any] | None:
+    """(options, data, raw) validated; a typed YAML scalar given where text is expected (``alias: 12``,
+    ``tag: 2024-01-01``) is taken as its text as written, in ``data`` and ``raw`` alike (snapshots keep raw)."""
+    try:
+        return model.model_validate(data), data, raw
+    except ValidationError as exc:
+        error = exc
+    fixes = text_fixes(error, base, out.doc.texts)
+    if fixes:
+        data, raw = with_texts(data, fixes), with_texts(raw, fixes)
+        try:
+            return model.model_validate(data), data, raw
+        except ValidationError as exc:
+            error = exc
+    out.add_validation(base, error)
+    return None
 
 
 def _validate_modules(data: Any, raw: Any, out: _Collector) -> list[ModuleSpec]:
@@ -185,11 +292,10 @@ def _validate_module(
     counters[kind.kind_name()] = counters.get(kind.kind_name(), 0) + 1
     if entry.get("alias") is None:
         entry = {**entry, "alias": f"{kind.kind_name()}.{counters[kind.kind_name()]}"}
-    try:
-        options = kind.Options.model_validate(entry)
-    except ValidationError as exc:
-        out.add_validation(loc, exc)
+    validated = _validate(kind.Options, entry, raw, loc, out)
+    if validated is None:
         return None
+    options, _, raw = validated
     return ModuleSpec(section, kind, options, raw)
 
 

@@ -22,13 +22,30 @@ ENTRY_POINT_GROUPS = {section: f"framefarm.{section}" for section in SECTIONS}
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a kind's ``check`` may look at: paths resolve against the config file's folder."""
+    """What a kind's ``check`` and ``folders`` may look at: paths resolve against the config file's folder;
+    ``tags`` are the tags of the frames that reach the module (an input's own tag)."""
 
     base_dir: Path
     service: ServiceOptions
+    tags: tuple[str, ...] = ()
 
     def resolve(self, path: Path | str) -> Path:
         return (self.base_dir / Path(path).expanduser()).resolve()
+
+
+@dataclass(frozen=True)
+class FolderUse:
+    """A folder a module reads new files from or writes files into, as the kind declares it.
+
+    ``tree``: the sub-folders too (a recursive watch; an output that makes sub-folders of its own).
+    ``pipectl -t`` compares every module's folders: a folder that one module writes and another watches
+    would feed results back in a loop, and two modules watching one folder would race for its files.
+    """
+
+    key: Loc  # the option that names the folder, within the module (``("path",)``)
+    path: Path  # resolved, absolute
+    writes: bool  # False: reads (watches) it
+    tree: bool = False
 
 
 class ModuleKind:
@@ -47,6 +64,11 @@ class ModuleKind:
     @classmethod
     def check(cls, options: ModuleOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         """Yield ``(key path, message)`` for what would fail at start: files, models, ports. Opens no stream."""
+        yield from ()
+
+    @classmethod
+    def folders(cls, options: ModuleOptions, ctx: CheckContext) -> Iterator[FolderUse]:
+        """The folders this module watches or writes files into (none by default); see FolderUse."""
         yield from ()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
@@ -36,15 +35,3 @@ def _check_glob(value: str) -> str:
 
 TagGlob = Annotated[str, AfterValidator(_check_glob)]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-
-
-def redact_url(url: str) -> str:
-    """Drop the password from a URL so it can be logged or written into results."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

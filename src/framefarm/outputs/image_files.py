@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..atomic import write_atomic
 from ..config import registry
-from ..config.registry import CheckContext
+from ..config.registry import CheckContext, FolderUse
 from ..config.schema import OutputOptions
 from ..config.yamlpos import Loc
 from ..message import FrameMessage
@@ -53,6 +53,13 @@ class ImageFiles(Output[ImageFilesOptions]):
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is None or not existing.is_dir():
             yield ("path",), f"{existing} is not a folder, so {folder} cannot be created"
+
+    @classmethod
+    def folders(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[FolderUse]:
+        """A frame's files go to ``<path>/<tag>``: one folder for each tag that reaches this output."""
+        folder = ctx.resolve(options.path)
+        for tag in ctx.tags:
+            yield FolderUse(("path",), folder / tag, writes=True)
 
     def deliver(self, message: FrameMessage) -> None:
         options = self.options

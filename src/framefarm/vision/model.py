@@ -28,6 +28,8 @@ FLOAT16_TYPE = "tensor(float16)"
 METADATA_NAMES_KEY = "names"
 METADATA_IMGSZ_KEY = "imgsz"
 PROBE_BATCH = 1
+NAMES_CONTROL_CHARS = frozenset(chr(c) for c in [*range(32), 127]) - {"\t", "\r", "\n"}
+MAX_NAMES_BYTES = 1024 * 1024  # COCO's 80 names are 600 bytes; a bigger file is no names file
 
 
 def _literal(path: Path, key: str, raw: str | None) -> object:
@@ -127,8 +129,13 @@ class YoloModel:
         self.path = Path(path)
         self.spin = spin
         self.name = self.path.stem
-        if not self.path.is_file():
-            raise ModelError(f"model file not found: {self.path}")
+        if self.path.is_dir():
+            raise ModelError(f"model {self.path} is a directory, not a file")
+        if not self.path.is_file():  # a FIFO or a device would block or fail inside onnxruntime
+            found = self.path.exists()
+            raise ModelError(
+                f"model {self.path} is not a regular file" if found else f"model file not found: {self.path}"
+            )
         self.max_batch = max_batch
         requested = runtime.select_providers(device, ort.get_available_providers())
         self._session, sig = self._open(requested, threads, device_id, size)
@@ -191,13 +198,41 @@ class YoloModel:
 
 
 def load_names(names: str | Path | list[str] | None, model: YoloModel) -> list[str]:
-    """Class names from an explicit list, a one-name-per-line file, or else the model's metadata."""
+    """Class names from an explicit list, a one-name-per-line file, or else the model's metadata.
+
+    A names file that is a folder, no regular file, not UTF-8 text, a binary (control characters) or empty
+    is refused with a ModelError that says which, so ``pipectl -t`` names it instead of passing or crashing.
+    """
     if isinstance(names, list):
         return names
     if names is None:
         return model.metadata_names or []
+    path = Path(names)
+    result = [line.strip() for line in _names_text(path).splitlines() if line.strip()]
+    if not result:
+        raise ModelError(f"class names file {path} has no names (one class name per line)")
+    return result
+
+
+def _names_text(path: Path) -> str:
+    if path.is_dir():
+        raise ModelError(f"class names file {path} is a directory")
+    if path.exists() and not path.is_file():  # a FIFO would block the read
+        raise ModelError(f"class names file {path} is not a regular file")
     try:
-        text = Path(names).read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_NAMES_BYTES + 1)
     except OSError as exc:
-        raise ModelError(f"cannot read class names file {names}: {exc}") from exc
-    return [line.strip() for line in text.splitlines() if line.strip()]
+        raise ModelError(f"cannot read class names file {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_NAMES_BYTES:
+        raise ModelError(f"class names file {path} is over {MAX_NAMES_BYTES // 1024} KiB: is it a names file?")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ModelError(f"class names file {path} line {line} is not UTF-8 text: is it a names file?") from exc
+    bad = next((i for i, c in enumerate(text) if c in NAMES_CONTROL_CHARS), None)
+    if bad is not None:
+        line = text.count("\n", 0, bad) + 1
+        raise ModelError(f"class names file {path} line {line} holds control characters: is it a names file?")
+    return text
