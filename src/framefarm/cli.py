@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import __version__
@@ -91,10 +91,18 @@ def _print_problems(config: Path, exc: ConfigError) -> None:
     print(f"configuration file {config} test failed", file=sys.stderr)
 
 
-def load(config: Path) -> Pipeline:
+RUNNING_ENV_HINT = (
+    " in the running pipeline's environment (its modules take variables from where it was started: "
+    "set it there and restart, as a reload cannot change them)"
+)
+
+
+def load(config: Path, env: Mapping[str, str] | None = None, missing_hint: str = "") -> Pipeline:
     """The full validation, the same for ``-t``, start, render and reload: kinds' checks, the broker's and the
     runtime dir's."""
-    return load_pipeline(config, check_service=check_service, check_runtime=check_runtime_dir)
+    return load_pipeline(
+        config, env, check_service=check_service, check_runtime=check_runtime_dir, missing_hint=missing_hint
+    )
 
 
 def cmd_test(config: Path, *, connect: bool = False) -> int:
@@ -149,7 +157,11 @@ def cmd_status(config: Path, _args: argparse.Namespace) -> int:
     for info in running.master.processes():
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         print(f"{name:32} {info['statename']:10} {info['pid'] or '-':>8}  {info['description']}")
-    bus = running.bus()
+    try:
+        bus = running.bus()
+    except FramefarmError as exc:
+        print(f"\nbroker: {exc}")
+        return EXIT_OK
     try:
         print(f"\nframes in flight: {bus.flow.in_flight()}")
         for stream, counters in sorted(bus.flow.counters().items()):
@@ -174,11 +186,21 @@ def cmd_describe(_config: Path, args: argparse.Namespace) -> int:
 
 
 def signal_reload(config: Path) -> int:
-    pipeline = load(config)  # invalid: raises, and the running pipeline is left as it is
-    layout = Layout(pipeline.runtime_dir)
-    master = Master(layout)
-    if not master.running():
-        raise FramefarmError(f"not running in {layout.root}")
+    """Validate the file with the variables the running modules will see, then apply it; an invalid file,
+    or one that moved the runtime dir, changes nothing."""
+    try:
+        running = Running.of(config)
+    except FramefarmError:
+        load(config)  # a file too broken to name its runtime dir: report all its problems, if that is why
+        raise
+    pipeline = load(config, running.env, RUNNING_ENV_HINT)
+    layout = running.layout
+    if pipeline.runtime_dir != layout.root:
+        raise FramefarmError(
+            f"service.runtime_dir now names {pipeline.runtime_dir}, but the pipeline runs in {layout.root}: "
+            "stop it and start again to move it"
+        )
+    master = running.master
     render(pipeline, layout.role())
     result = master.reload()
     prune_snapshots(layout)
