@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from framefarm.errors import ModelError
 from framefarm.message import FrameMessage
 from framefarm.results import yolo_text
-from framefarm.errors import ModelError
 from framefarm.vision.decode import decode_yolov8, detections_for
 from framefarm.vision.detections import Detection
 from framefarm.vision.detector import Detector

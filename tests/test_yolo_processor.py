@@ -11,10 +11,10 @@ import cv2
 import pytest
 
 from framefarm.bus import connect
-from framefarm.modules.context import ModuleContext
-from framefarm.message import FrameMessage
 from framefarm.config.routing import Routes
 from framefarm.config.schema import ServiceOptions
+from framefarm.message import FrameMessage
+from framefarm.modules.context import ModuleContext
 from framefarm.tasks.yolo import Yolo
 from framefarm.vision.codec import encode_frame, shrink
 
