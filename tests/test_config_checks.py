@@ -130,8 +130,13 @@ def test_a_runtime_dir_whose_sockets_do_not_fit_counts_bytes_not_letters(tmp_pat
     assert "pipeline.yaml:2: service.runtime_dir: " in result.stderr and "longer than a unix socket" in result.stderr
 
 
-def test_a_runtime_dir_with_a_line_break_is_refused_by_test(tmp_path: Path) -> None:
+def test_a_runtime_dir_or_config_folder_with_a_line_break_is_refused_by_test(tmp_path: Path) -> None:
     result = pipectl(write(tmp_path, VALID.replace("runtime_dir: run", 'runtime_dir: "ru\\nn"')), "-t")
+    assert result.returncode == 1
+    assert "pipeline.yaml:2: service.runtime_dir: " in result.stderr and "line break" in result.stderr
+    folder = tmp_path / "con\nfig"
+    folder.mkdir()
+    result = pipectl(write(folder, VALID.replace("runtime_dir: run", f"runtime_dir: {tmp_path / 'run'}")), "-t")
     assert result.returncode == 1
     assert "pipeline.yaml:2: service.runtime_dir: " in result.stderr and "line break" in result.stderr
 

@@ -196,12 +196,12 @@ def check_runtime_dir(config: Path, service: ServiceOptions, runtime_dir: Path) 
                 f"{socket} is longer than a unix socket path may be ({embedded.MAX_UNIX_SOCKET_PATH} bytes): "
                 "choose a shorter runtime_dir"
             )
-    for target in (layout.socket, config.parent):
-        try:
+    try:
+        ini.comment(str(config))
+        for target in (layout.socket, config.parent):
             ini.path(target, layout.root)
-        except MasterError as exc:
-            yield str(exc)
-            return
+    except MasterError as exc:
+        yield str(exc)
 
 
 def prune_snapshots(layout: Layout) -> None:

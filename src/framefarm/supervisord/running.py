@@ -78,11 +78,7 @@ class Running:
         master = Master(layout)
         if not master.running():
             raise MasterError(f"not running in {layout.root}")
-        snapshots = [
-            json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(layout.modules.glob("*.json"))
-            if layout.names(path)
-        ]
+        snapshots = [_snapshot(path) for path in sorted(layout.modules.glob("*.json")) if layout.names(path)]
         return cls(layout, snapshots, master_environ(master.pid()))
 
     @property
@@ -104,8 +100,9 @@ class Running:
         raw = self.snapshots[0]["service"] if self.snapshots else {}
         try:
             return ServiceOptions.model_validate(self.expand(raw, "service"))
-        except ValidationError as exc:
-            raise MasterError(f"the running pipeline's service section is not valid now: {exc}") from exc
+        except ValidationError as exc:  # its str() quotes the values, which may hold a password: keys only
+            keys = ", ".join(".".join(map(str, item["loc"])) for item in exc.errors())
+            raise MasterError(f"the running pipeline's service section is not valid now ({keys})") from exc
 
     def bus(self) -> Bus:
         """The running pipeline's bus, connected; MasterError when it cannot be built or reached."""
@@ -123,6 +120,13 @@ class Running:
             bus.close()
             raise MasterError(_unreachable(exc)) from exc
         return bus
+
+
+def _snapshot(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise MasterError(f"cannot read the running module's snapshot {path}: {exc}") from exc
 
 
 def _unreachable(exc: Exception) -> str:
