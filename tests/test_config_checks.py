@@ -14,7 +14,7 @@ from test_config import VALID, problems, write
 from framefarm.config.folders import Use, conflicts
 from framefarm.config.registry import REGISTRIES, CheckContext, FolderUse
 from framefarm.config.schema import ServiceOptions
-from framefarm.config.urls import redact_url
+from framefarm.config.urls import redact_text, redact_url
 
 from peers import free_port, running
 
@@ -95,6 +95,9 @@ def test_redact_url_never_shows_a_piece_of_a_password_even_when_the_url_cannot_b
     assert not [piece for piece in PIECES if piece in redacted], redacted
     assert redacted.startswith(url.split("://")[0] + "://")
     assert redact_url("redis://:Qz7%40Kx9@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    quoted = url if " " not in url else ""  # in free text a URL ends at a space; -t refuses such passwords
+    said = redact_text(f"cannot reach {quoted}; nor 'redis://:Qz7%40Kx9@h:1/0'")
+    assert not [piece for piece in PIECES if piece in said] and "'redis://:***@h:1/0'" in said, said
 
 
 def test_a_runtime_dir_that_is_a_file_or_cannot_be_created_is_refused(tmp_path: Path) -> None:

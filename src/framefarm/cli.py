@@ -9,12 +9,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import __version__
-from .bus import check_service, connect
+from .bus import backend, check_service
 from .config.describe import describe_kind
 from .config.pipeline import Pipeline, load_pipeline
 from .config.registry import REGISTRIES
-from .config.urls import redact_url
-from .errors import ConfigError, FramefarmError
+from .config.urls import redact_text, redact_url
+from .errors import BusError, ConfigError, FramefarmError
 from .plugins import load_kinds
 from .supervisord import embedded
 from .supervisord.control import Master
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_problems(config, exc)
         return EXIT_FAILED
     except FramefarmError as exc:
-        print(f"pipectl: {exc}", file=sys.stderr)
+        print(f"pipectl: {redact_text(str(exc))}", file=sys.stderr)  # a library's error may quote a URL
         return EXIT_FAILED
 
 
@@ -123,11 +123,15 @@ def check_connection(pipeline: Pipeline) -> None:
     if not pipeline.service.broker and not Master(Layout(pipeline.runtime_dir)).running():
         print("the embedded broker starts with the pipeline: nothing to connect to yet")
         return
-    bus = connect(url, pipeline.service)
+    kind = backend(url)
     try:
-        bus.ping()
-    finally:
-        bus.close()
+        bus = kind(url, pipeline.service)
+        try:
+            bus.ping()
+        finally:
+            bus.close()
+    except kind.transient_errors as exc:  # a client library's own error: said, not a traceback
+        raise BusError(f"the broker does not answer: {exc}") from exc
     print(f"broker {redact_url(url)} answers")
 
 
@@ -160,14 +164,14 @@ def cmd_status(config: Path, _args: argparse.Namespace) -> int:
     try:
         bus = running.bus()
     except FramefarmError as exc:
-        print(f"\nbroker: {exc}")
+        print(f"\nbroker: {redact_text(str(exc))}")
         return EXIT_OK
     try:
         print(f"\nframes in flight: {bus.flow.in_flight()}")
         for stream, counters in sorted(bus.flow.counters().items()):
             print(f"{stream}: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
     except bus.transient_errors as exc:
-        print(f"\nbroker unreachable: {exc}")
+        print(f"\nbroker unreachable: {redact_text(str(exc))}")
     finally:
         bus.close()
     return EXIT_OK

@@ -17,7 +17,7 @@ from .folders import Use, conflicts, runtime_dir_problems
 from .registry import REGISTRIES, SECTIONS, CheckContext, FolderUse, ModuleKind
 from .routing import Routes, Stage
 from .schema import ServiceOptions
-from .urls import MASK, check_urls
+from .urls import MASK, check_urls, redact_text
 from .yamlpos import Document, Loc, format_loc, load_document
 
 TOP_LEVEL_KEYS = ("service", "pipeline")
@@ -88,7 +88,7 @@ class _Collector:
             if len(secret) >= MIN_MASKED_SECRET:
                 message = message.replace(secret, MASK)
         key = f" {format_loc(loc)}:" if loc else ""
-        self.problems.append(f"{self.doc.where(loc)}:{key} {message}")
+        self.problems.append(f"{self.doc.where(loc)}:{key} {redact_text(message)}")
 
     def is_sealed(self, loc: Loc) -> bool:
         return any(loc[: len(sealed)] == sealed for sealed in self.sealed)

@@ -19,6 +19,7 @@ from .envexpand import VARIABLE, variable_value
 from .yamlpos import Loc
 
 SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*")
 AUTHORITY_END = re.compile(r"[/?#]")
 BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 USERINFO_CHARS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:%")  # RFC 3986 3.2.1
@@ -120,6 +121,11 @@ def redact_url(url: str) -> str:
     if not at or ":" not in userinfo:
         return url
     return f"{head}{userinfo.partition(':')[0]}:{MASK}@{hostport}{rest}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, perhaps a library's) with every URL in it redacted as by ``redact_url``."""
+    return URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
 
 
 @dataclass(frozen=True)
