@@ -181,3 +181,27 @@ def test_image_files_declares_one_folder_per_tag_that_reaches_it(tmp_path: Path)
         FolderUse(("path",), tmp_path / "out" / "cam.a", writes=True),
         FolderUse(("path",), tmp_path / "out" / "uploads", writes=True),
     ]
+
+
+def test_an_output_into_a_watched_folder_and_two_inputs_on_one_folder_are_refused(tmp_path: Path) -> None:
+    text = VALID.replace("tag: cam.uploads", "tag: in").replace('match: "cam.*"', 'match: "*"')
+    found = problems(write(tmp_path, text.replace("      path: out", "      path: .")))
+    assert found == [
+        f"pipeline.yaml:19: pipeline.outputs[0].path: writes into {tmp_path / 'in'}, which pipeline.inputs[0].path "
+        "(line 9) watches: what is written there would be read back in, in a loop; use a folder outside it"
+    ]
+    second = "      path: ${INBOX:-in}\n    - {name: dir_videos, tag: videos, path: in}\n"
+    found = problems(write(tmp_path, VALID.replace("      path: ${INBOX:-in}\n", second)))
+    assert found == [
+        f"pipeline.yaml:10: pipeline.inputs[1].path: watches {tmp_path / 'in'}, which pipeline.inputs[0].path "
+        "(line 9) watches too: each file would go to one of them at random; give each input its own folder"
+    ]
+    found = problems(
+        write(
+            tmp_path,
+            VALID.replace("runtime_dir: run", "runtime_dir: in/run").replace(
+                "path: ${INBOX:-in}", "path: ${INBOX:-in}\n      recursive: true"
+            ),
+        )
+    )
+    assert found[0].startswith(f"pipeline.yaml:2: service.runtime_dir: writes into {tmp_path / 'in' / 'run'}, which")

@@ -23,6 +23,7 @@ from .config.envexpand import expand
 from .config.registry import REGISTRIES
 from .config.routing import Routes
 from .config.schema import ServiceOptions
+from .config.urls import redact_text
 from .errors import FramefarmError
 from .lifeline import die_with_parent
 from .modules.base import Module
@@ -80,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     load_kinds()
     try:
         kind, ctx = build_context(snapshot)
-    except (ValidationError, FramefarmError) as exc:
-        log.error("invalid module config in %s: %s", args[0], exc)
+    except ValidationError as exc:  # keys and messages only: the values may hold secrets
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        log.error("invalid module config in %s: %s", args[0], redact_text(problems))
+        return EXIT_CONFIG
+    except FramefarmError as exc:
+        log.error("invalid module config in %s: %s", args[0], redact_text(str(exc)))
         return EXIT_CONFIG
     logging.getLogger().setLevel(ctx.service.log_level.upper())
     stop = threading.Event()

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ByteSize, Field
 from watchdog.observers import Observer
 
-from ..config.registry import CheckContext
+from ..config.registry import CheckContext, FolderUse
 from ..config.schema import InputOptions
 from ..config.types import Duration
 from ..config.yamlpos import Loc
@@ -104,6 +104,14 @@ class FolderInput(Input[FO]):
             yield ("path",), f"{folder} is not readable"
         elif options.after != "keep" and not os.access(folder, os.W_OK):
             yield ("after",), f"after: {options.after} needs write access to {folder}"
+
+    @classmethod
+    def folders(cls, options: FolderOptions, ctx: CheckContext) -> Iterator[FolderUse]:
+        """The watched folder (its sub-folders too when recursive), and done_dir, where files are moved."""
+        folder = ctx.resolve(options.path)
+        yield FolderUse(("path",), folder, writes=False, tree=options.recursive)
+        if options.after == "move":
+            yield FolderUse(("done_dir",), ctx.resolve(options.done_dir or folder / ".done"), writes=True, tree=True)
 
     @abstractmethod
     def publish_file(self, file: OpenedFile, start: int, progress: Progress, stop: threading.Event) -> bool:
