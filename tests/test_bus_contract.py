@@ -327,3 +327,36 @@ def test_a_frame_that_keeps_failing_is_retried_then_dead_lettered_and_released(b
         assert source.pending(bus_env.queue) == 0
     assert len(attempts) == 3  # the first try and two retries
     assert counts_of(source, bus_env.stream) == {counters.DEAD: 1, counters.retried(bus_env.queue): 3}
+
+
+# -- reports: each stream's latest state --
+
+
+def reports_of(bus: Bus, *streams: str) -> dict[str, dict[str, Any]]:
+    """The reports of ``streams`` as ``bus`` reads them, without the ``at`` stamp."""
+    found = bus.flow.reports()
+    return {s: {k: v for k, v in found[s].items() if k != "at"} for s in streams if s in found}
+
+
+def test_the_latest_report_of_each_stream_reaches_every_process_and_replaces_the_one_before(bus_env: BusEnv) -> None:
+    writer, status = bus_env.connect(), bus_env.connect()
+    stream, other = bus_env.stream, f"{bus_env.stream}-b"
+    writer.flow.report(stream, {"state": "connecting"})
+    writer.flow.report(stream, {"state": "streaming", "fps_in": 25.0})  # replaces the one not written yet
+    writer.flow.report(other, {"state": "failed", "last_error": "404 Not Found"})
+    writer.flow.count(stream, counters.FRAMES_IN, 2)
+    failed = {"state": "failed", "last_error": "404 Not Found"}
+    expected = {stream: {"state": "streaming", "fps_in": 25.0}, other: failed}
+    wait_for(lambda: reports_of(status, stream, other) == expected, COUNTS_WITHIN_S + 1, "the reports, on the timer")
+    assert counts_of(status, stream) == {"frames_in": 2}  # counts and reports share the topic on NSQ: both kept
+    assert reports_of(status, stream, other) == expected
+
+    at = status.flow.reports()[stream]["at"]
+    assert abs(at - time.time()) < 10
+    writer.flow.write_reports({stream: {"state": "late", "at": at - 60}})  # an older report, arriving late
+    assert reports_of(status, stream)[stream]["state"] == "streaming"
+
+    writer.flow.counts.period = 3600  # only close can write the next one
+    writer.flow.report(stream, {"state": "reconnecting", "last_error": "connection refused"})
+    bus_env.close(writer)
+    assert reports_of(status, stream) == {stream: {"state": "reconnecting", "last_error": "connection refused"}}

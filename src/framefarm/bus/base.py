@@ -2,12 +2,13 @@
 
 A backend provides three things with the same face: a plain Dramatiq broker (messages), a FrameStore (the
 bytes of frames, beside the broker or inside its messages) and a Flow (per-stream in-flight bounds,
-sequence numbers and counters). Nothing here knows module kinds or routing.
+sequence numbers, counters and each stream's latest reported state). Nothing here knows module kinds or routing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from ..config.schema import ServiceOptions
 from ..config.yamlpos import Loc
 from ..errors import BusError
 from ..message import FrameMessage
-from .counts import BatchedCounts, Deltas
+from .counts import BatchedCounts, Deltas, Reports
 
 #: Every key, subject and stream framefarm creates on a broker starts with this.
 NAMESPACE = "framefarm"
@@ -63,13 +64,14 @@ class FrameStore(ABC):
 
 
 class Flow(ABC):
-    """Per-stream bound on frames in flight, and the counters shown by ``pipectl status``.
+    """Per-stream bound on frames in flight, the counters and the latest state shown by ``pipectl status``.
 
-    Counts are batched in the process (bus/counts.py); a backend writes a batch in ``write_counts``.
+    Counts and reports are batched in the process (bus/counts.py); a backend writes a batch of counts in
+    ``write_counts`` and of reports in ``write_reports``.
     """
 
     def __init__(self) -> None:
-        self.counts = BatchedCounts(self.write_counts, name=type(self).__name__)
+        self.counts = BatchedCounts(self.write_counts, name=type(self).__name__, write_reports=self.write_reports)
 
     @abstractmethod
     def admit(self, stream: str, key: str, *, limit: int, ttl: float) -> bool:
@@ -98,6 +100,21 @@ class Flow(ABC):
     @abstractmethod
     def counters(self) -> dict[str, dict[str, int]]:
         """Every stream's counters, including what this process had not written yet."""
+
+    def report(self, stream: str, fields: dict[str, Any]) -> None:
+        """Make ``fields`` (JSON values) ``stream``'s latest state, stamped ``at`` (wall clock); written within a
+        period, like the counts. A live input reports its connection state, rates and last error this way; a
+        newer report replaces an older one whole, it is never merged."""
+        self.counts.report(stream, {**fields, "at": time.time()})
+
+    def write_reports(self, reports: Reports) -> None:
+        """Make each of ``reports`` its stream's latest state where it is newer (its ``at``) than the one kept;
+        raise to keep them for the next try."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no reports")
+
+    def reports(self) -> Reports:
+        """Every stream's latest state, including what this process had not written yet."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no reports")
 
     def close(self) -> None:
         """Write the remaining counts and stop background work; the bus closes the connection after."""

@@ -25,7 +25,7 @@ from dramatiq.errors import QueueNotFound
 from ...config.schema import ServiceOptions
 from ...errors import FrameMissing
 from ..base import Bus, Flow, FrameStore
-from ..counts import Deltas
+from ..counts import Deltas, Reports
 from ..middleware import stage_middleware
 
 
@@ -61,6 +61,7 @@ class MemoryState:
     in_flight: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     seq: Counter[str] = field(default_factory=Counter)
     totals: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    reports: Reports = field(default_factory=dict)
 
     def end(self, stream: str, key: str) -> None:
         self.frames.pop(key, None)
@@ -163,6 +164,17 @@ class MemoryFlow(Flow):
         self.flush_counts()
         with self.state.lock:
             return {stream: dict(values) for stream, values in self.state.totals.items()}
+
+    def write_reports(self, reports: Reports) -> None:
+        with self.state.lock:
+            for stream, fields in reports.items():
+                if fields["at"] >= self.state.reports.get(stream, {}).get("at", 0):
+                    self.state.reports[stream] = dict(fields)
+
+    def reports(self) -> Reports:
+        self.flush_counts()
+        with self.state.lock:
+            return {stream: dict(fields) for stream, fields in self.state.reports.items()}
 
 
 class MemoryBus(Bus):

@@ -12,6 +12,10 @@ publishes their sum as one message and then FINs them: the sum of all messages i
 total, the reader's view is exact when it is the only reader, and a reader that dies before its FIN makes
 nsqd redeliver the parts (counted twice then, never lost).
 
+Reports (each stream's latest state) travel in the same topic, as ``{"reports": {stream: fields}}``; the
+compaction keeps, per stream, the report with the latest ``at`` and writes it into its sum message, so the
+topic always holds every stream's newest report, and a redelivered old one never wins over a newer.
+
 Sequence numbers come from the input's clock (microseconds at its first frame, then +1 per frame): unique
 and increasing across restarts while a stream stays under a million frames per second.
 """
@@ -32,7 +36,7 @@ from dramatiq.errors import BrokerConnectionError
 from ...backoff import Backoff
 from ...errors import BusError
 from ..base import Flow
-from ..counts import Deltas
+from ..counts import Deltas, Reports
 from .client import Subscription
 from .http import backlog
 from .protocol import nsq_name
@@ -64,6 +68,16 @@ def is_internal(topic: str) -> bool:
 class _Entry:
     expires: float  # monotonic
     refs: int | None = None  # releases still expected; None until the frame is put
+
+
+def _merge(body: dict, totals: defaultdict[str, Counter[str]], latest: Reports) -> None:
+    """Add one counters-topic message into ``totals`` and ``latest`` (per stream, the report with the latest
+    ``at`` wins)."""
+    for stream, values in body.get("counts", {}).items():
+        totals[stream].update(values)
+    for stream, fields in body.get("reports", {}).items():
+        if fields.get("at", 0) >= latest.get(stream, {}).get("at", 0):
+            latest[stream] = fields
 
 
 class NsqFlow(Flow):
@@ -197,35 +211,47 @@ class NsqFlow(Flow):
         except (BrokerConnectionError, OSError) as exc:
             raise BusError(f"nsqd unreachable: {exc}") from exc
 
+    def write_reports(self, reports: Reports) -> None:
+        try:
+            self.broker.publish(COUNTERS_TOPIC, [json.dumps({"reports": reports}).encode()])
+        except (BrokerConnectionError, OSError) as exc:
+            raise BusError(f"nsqd unreachable: {exc}") from exc
+
     def counters(self) -> dict[str, dict[str, int]]:
         """Every stream's totals; compacts the deltas waiting in nsqd into one message (see module doc)."""
+        return self._read()[0]
+
+    def reports(self) -> Reports:
+        """Every stream's latest report; compacts the topic as ``counters`` does."""
+        return self._read()[1]
+
+    def _read(self) -> tuple[dict[str, dict[str, int]], Reports]:
         self.flush_counts()
         if not sum(self.broker.backlog(COUNTERS_TOPIC)):
-            return {}
+            return {}, {}
         subscription = Subscription(self.broker.endpoints, COUNTERS_TOPIC, COUNTERS_TOPIC, max_in_flight=COMPACT_BATCH)
         with closing(subscription.open()):
             return self._compact(subscription)
 
-    def _compact(self, subscription: Subscription) -> dict[str, dict[str, int]]:
-        """Rounds of up to COMPACT_BATCH messages, each replaced by its sum, until a round finds the topic empty;
-        the last round read every earlier round's sum, so its sum is the total."""
+    def _compact(self, subscription: Subscription) -> tuple[dict[str, dict[str, int]], Reports]:
+        """Rounds of up to COMPACT_BATCH messages, each replaced by its sum (and newest reports), until a round
+        finds the topic empty; the last round read every earlier round's sum, so its sum is the total."""
         while True:
-            batch, totals = [], defaultdict(Counter)
+            batch, totals, latest = [], defaultdict(Counter), {}
             deadline = time.monotonic() + COMPACT_IDLE_S
             while len(batch) < COMPACT_BATCH and (message := subscription.next(deadline)) is not None:
                 batch.append(message)
-                for stream, values in json.loads(message.body).get("counts", {}).items():
-                    totals[stream].update(values)
+                _merge(json.loads(message.body), totals, latest)
                 deadline = time.monotonic() + COMPACT_IDLE_S
             result = {stream: dict(values) for stream, values in totals.items()}
             if len(batch) < COMPACT_BATCH:
                 subscription.pause()  # our own sum must not come back to this reader, unFINed
             if batch:
-                self.broker.publish(COUNTERS_TOPIC, [json.dumps({"counts": result}).encode()])
+                self.broker.publish(COUNTERS_TOPIC, [json.dumps({"counts": result, "reports": latest}).encode()])
                 for message in batch:
                     message.conn.command(b"FIN", message.id)
             if len(batch) < COMPACT_BATCH:
-                return result
+                return result, latest
 
     # -- lifetime --
 

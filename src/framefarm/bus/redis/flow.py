@@ -1,13 +1,15 @@
-"""Flow state in Redis: a sorted set of in-flight frames per stream (scored by expiry), seqs and counter hashes."""
+"""Flow state in Redis: a sorted set of in-flight frames per stream (scored by expiry), seqs, counter hashes, and
+one hash of every stream's latest report (JSON)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import redis
 
 from ..base import Flow
-from ..counts import Deltas
+from ..counts import Deltas, Reports
 from .keys import key
 
 # KEYS: inflight zset, scored by expiry. ARGV: now, expires_at, limit, member.
@@ -19,12 +21,24 @@ redis.call('zadd', KEYS[1], ARGV[2], ARGV[4])
 return 1
 """
 
+# KEYS: the reports hash. ARGV: triples of stream, at, JSON. A report older than the one kept is ignored.
+_REPORT = """
+for i = 1, #ARGV, 3 do
+  local kept = redis.call('hget', KEYS[1], ARGV[i])
+  if not kept or tonumber(cjson.decode(kept)['at']) <= tonumber(ARGV[i + 1]) then
+    redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 2])
+  end
+end
+return 1
+"""
+
 
 class RedisFlow(Flow):
     def __init__(self, client: redis.Redis) -> None:
         super().__init__()
         self.client = client
         self._admit = client.register_script(_ADMIT)
+        self._report = client.register_script(_REPORT)
 
     def admit(self, stream: str, frame: str, *, limit: int, ttl: float) -> bool:
         now = time.time()
@@ -56,3 +70,11 @@ class RedisFlow(Flow):
             name.decode()[len(prefix) :]: {k.decode(): int(v) for k, v in self.client.hgetall(name).items()}
             for name in self.client.scan_iter(prefix + "*")
         }
+
+    def write_reports(self, reports: Reports) -> None:
+        args = [item for stream, fields in reports.items() for item in (stream, fields["at"], json.dumps(fields))]
+        self._report(keys=[key("reports")], args=args)
+
+    def reports(self) -> Reports:
+        self.flush_counts()
+        return {name.decode(): json.loads(data) for name, data in self.client.hgetall(key("reports")).items()}
