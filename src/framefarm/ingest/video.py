@@ -1,25 +1,87 @@
-"""What every PyAV video source needs: frames as they are displayed, damaged packets skipped, an honest end.
+"""What every PyAV video source needs: frames as they are displayed, damaged packets skipped, an honest end,
+the ``fps`` limit, real-time pacing, and frames encoded for the store.
 
 A phone records upright video as landscape pixels plus a display matrix saying "turn by 90 degrees"; players
 apply it, as image viewers apply EXIF orientation, and so must the pipeline, or a detector sees people lying
 down and results are in the wrong frame of reference. A damaged packet is skipped, as ffmpeg does, rather than
 losing the rest of a recording; and a file that ends before its own header says is reported, not passed as done.
+Files (dir_videos) and live streams (rtsp, rtmp) share all of it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
+from ..config.schema import ServiceOptions
 from ..errors import BadInput
+from ..vision.codec import encode_frame, shrink
 from .images import check_pixels
 
 RIGHT_ANGLE_TOLERANCE = 0.01  # of the matrix's scale: below it a coefficient counts as zero
 SHORT_MIN_FRAMES = 2  # fewer frames than expected by more than this (edit lists trim a frame or two) ...
 SHORT_FRACTION = 0.02  # ... and than this share of the expected count: the file ended early
+PTS_TOLERANCE_S = 1e-6  # timestamps are rationals turned to floats
+
+
+def too_soon(pts: float | None, last: float | None, min_gap: float) -> bool:
+    """The ``fps`` limit: a frame less than ``min_gap`` seconds after the last one published is skipped."""
+    return bool(min_gap) and pts is not None and last is not None and pts - last < min_gap - PTS_TOLERANCE_S
+
+
+class FpsLimiter:
+    """The ``fps`` option: at most that many frames a second of stream time, the ones kept spread by timestamp.
+
+    A timestamp that goes back (a live stream that started over, a reconnect) starts the count over instead of
+    skipping every frame until the stream catches up with the old clock.
+    """
+
+    def __init__(self, fps: float | None) -> None:
+        self.min_gap = 1.0 / fps if fps else 0.0
+        self.last: float | None = None  # timestamp of the last frame kept
+
+    def wants(self, pts: float | None) -> bool:
+        if pts is not None and self.last is not None and pts < self.last:
+            self.last = None
+        return not too_soon(pts, self.last, self.min_gap)
+
+    def taken(self, pts: float | None) -> None:
+        """The frame with ``pts`` was kept: the next one must come ``min_gap`` after it."""
+        if pts is not None:
+            self.last = pts
+
+
+class Pacer:
+    """Seconds to wait so that a frame with timestamp ``pts`` leaves when it would in real time."""
+
+    def __init__(self) -> None:
+        self.origin: tuple[float, float] | None = None  # (first pts, wall clock then)
+
+    def delay(self, pts: float) -> float:
+        now = time.monotonic()
+        if self.origin is None:
+            self.origin = (pts, now)
+        return max(0.0, self.origin[1] + (pts - self.origin[0]) - now)
+
+
+def encode_for_store(frame: av.VideoFrame, service: ServiceOptions) -> tuple[bytes, dict[str, Any]]:
+    """The frame as the store keeps it (``frames.format``, shrunk to ``frames.max_side``), and the publish
+    arguments that describe it (format, the original size, the scale)."""
+    frames_cfg, fmt = service.frames, service.frame_format
+    image = frame_to_bgr(frame)
+    height, width = image.shape[:2]
+    stored, scale = shrink(image, frames_cfg.max_side)
+    return encode_frame(stored, fmt, frames_cfg.quality), {"fmt": fmt, "width": width, "height": height, "scale": scale}
+
+
+def frame_pts(frame: av.VideoFrame) -> float | None:
+    """The frame's timestamp in seconds of its stream, None when it has none."""
+    return float(frame.time) if frame.time is not None else None
 
 
 def orient(image: np.ndarray, matrix: Sequence[int]) -> np.ndarray:
