@@ -12,18 +12,23 @@ consumer and worker threads and the modules' threads submit coroutines to it and
   what it means for Redis: how long a dead worker's messages wait.
 - Server restarts: nats-py reconnects; file storage keeps streams, consumers and pending acks; consumers
   raise ConnectionClosed on a disconnect and Dramatiq rebuilds them.
-- Frames (frames.py) and flow state (flow.py) live on streams used as maps, with compare-and-set writes.
+- Frames travel inline in their messages when they fit (frames.py), else on a stream used as a map
+  (chunks.py); flow state (flow.py) lives on another, with compare-and-set writes. ``frames.store: inline``
+  refuses a frame that does not fit instead of storing it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Iterator
 
 import dramatiq.errors
 import nats.js.errors
 import redis
 
 from ...config.schema import ServiceOptions
+from ...config.yamlpos import Loc
 from ...errors import BusError
 from ..base import Bus
 from ..middleware import stage_middleware
@@ -36,13 +41,14 @@ from .jetstream import TRANSIENT_ERRORS, run_for_store, stream_name
 from .link import DEFAULT_RECONNECT_WAIT_S, NatsLink, servers_of
 
 MIN_ACK_WAIT_S = 1.0
+RAW_BYTES_PER_PIXEL = 3  # BGR
 
 
 class NatsBus(Bus):
     """Dramatiq on JetStream, with the frame store and flow state on JetStream too; one connection."""
 
     transient_errors: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, dramatiq.errors.ConnectionClosed)
-    frame_stores = ("broker", "redis")
+    frame_stores = ("broker", "inline", "redis")
     redis: redis.Redis | None = None
 
     def __init__(
@@ -59,14 +65,26 @@ class NatsBus(Bus):
         self.broker = NatsBroker(
             self.link, ack_wait=ack_wait, max_deliveries=max_deliveries, middleware=stage_middleware()
         )
-        if service.frames.store_kind == "broker":
+        frames = service.frames
+        if frames.inline:
             self.flow = NatsFlow(self.link)
-            frame_max_age = max(service.frames.ttl, service.frames.lossless_ttl)
-            self.frames = NatsFrameStore(self.link, self.flow, max_age=frame_max_age)
+            self.frames = NatsFrameStore(
+                self.link,
+                self.flow,
+                max_age=max(frames.ttl, frames.lossless_ttl),
+                max_inline=frames.max_inline,
+                inline_only=frames.store == "inline",
+            )
         else:  # a redis:// URL: frames and the flow state that their release updates live there together
             self.redis = redis_client(service.frames.store)
             self.frames, self.flow = RedisFrameStore(self.redis), RedisFlow(self.redis)
             self.transient_errors = (*self.transient_errors, *REDIS_TRANSIENT_ERRORS)
+
+    @classmethod
+    def check(cls, service: ServiceOptions) -> Iterator[tuple[Loc, str]]:
+        yield from super().check(service)
+        if service.frames.store == "inline":
+            yield from _check_inline_only(service)
 
     def ping(self) -> None:
         try:
@@ -103,6 +121,23 @@ class NatsBus(Bus):
         if self.redis is not None:
             self.redis.close()
         self.link.close()
+
+
+def _check_inline_only(service: ServiceOptions) -> Iterator[tuple[Loc, str]]:
+    """With ``frames.store: inline`` every frame must fit under frames.max_inline: raw frames need a bounding
+    ``frames.max_side`` (the server's max payload is only known once connected; put checks it too)."""
+    frames = service.frames
+    if service.frame_format != "raw":
+        return
+    largest_side = math.isqrt(frames.max_inline // RAW_BYTES_PER_PIXEL)
+    if frames.max_side is not None and frames.max_side <= largest_side:
+        return
+    yield (
+        ("service", "frames", "format"),
+        f"raw frames would not fit inside NATS messages under frames.max_inline ({frames.max_inline}) with "
+        f"frames.store: inline; use frames.format: jpeg, set frames.max_side to {largest_side} or less, or use "
+        "frames.store: broker (inline when a frame fits, else on a JetStream stream)",
+    )
 
 
 __all__ = ["NatsBus"]

@@ -4,7 +4,12 @@ A queue ``q`` is a work-queue stream ``framefarm-q-<q>`` (file storage, subject 
 for its delay queue ``q.DQ``, and a dead-letter stream ``framefarm-xq-<q>``; each work stream has one durable
 pull consumer, ``workers``, shared by every worker process. Held deliveries get ``+WPI`` every ``ack_wait / 3``,
 so ``ack_wait`` acts as a heartbeat timeout: a SIGKILLed worker's messages come back ``ack_wait`` later.
-Delays, retries and dead letters follow Dramatiq's own conventions; nats_bus.py says why.
+Delays, retries and dead letters follow Dramatiq's own conventions; the package's docstring says why.
+
+Bodies are Dramatiq's JSON, or, for a message that carries bytes (an inline frame), NSQ's binary framing: a
+JSON header and the raw bytes after it, never base64. Acks are sent without waiting for the server's reply:
+a lost ack only brings its message back after ``ack_wait`` (at-least-once still holds, since the ack is only
+sent after the work), and waiting would cost every message a round trip.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import contextlib
 import json
 import logging
 import queue
+import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import dramatiq
@@ -29,7 +35,8 @@ from dramatiq.middleware import Middleware
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from .jetstream import TRANSIENT_ERRORS, ensure_stream, publish, stream_name, subject_name
+from ..nsq.broker import decode, encode
+from .jetstream import TRANSIENT_ERRORS, ensure_stream, publish, publish_from_thread, stream_name, subject_name
 
 if TYPE_CHECKING:
     from .link import NatsLink
@@ -55,8 +62,20 @@ def _queue_streams(canonical: str) -> tuple[str, str, str]:
     return stream_name(dq_name(canonical)), stream_name(canonical), stream_name(canonical, "xq")
 
 
+@contextlib.contextmanager
+def _dramatiq_errors() -> Iterator[None]:
+    """NATS failures as Dramatiq's errors: ConnectionClosed (try again) or BrokerError."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise ConnectionClosed(exc) from exc
+    except nats.errors.Error as exc:
+        raise BrokerError(f"NATS refused the request: {exc!r}") from exc
+
+
 class NatsBroker(dramatiq.Broker):
-    """Dramatiq broker over one NatsLink; every NATS call runs on the link's loop thread."""
+    """Dramatiq broker over one NatsLink: consumers, acks and declarations run on the link's loop thread,
+    publishes go over its wire from the thread that enqueues."""
 
     def __init__(
         self,
@@ -75,17 +94,15 @@ class NatsBroker(dramatiq.Broker):
         self.ready: set[str] = set()
         self.held: dict[str, Msg] = {}
         self.pullers: set[Puller] = set()
+        self._acks: list[tuple[Msg, Puller]] = []  # any thread, under _acks_lock: acks the loop has yet to send
+        self._acks_lock = threading.Lock()
         self._keep_alive: asyncio.Task[None] | None = None
         link.on_disconnect(self._connection_lost)
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop; NATS failures become Dramatiq's errors (ConnectionClosed: try again)."""
-        try:
+        with _dramatiq_errors():
             return self.link.call(coro)
-        except TRANSIENT_ERRORS as exc:
-            raise ConnectionClosed(exc) from exc
-        except nats.errors.Error as exc:
-            raise BrokerError(f"NATS refused the request: {exc!r}") from exc
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> NatsConsumer:
         self.declare_queue(queue_name)
@@ -107,7 +124,7 @@ class NatsBroker(dramatiq.Broker):
             message = message.copy(queue_name=dq_name(canonical), options={"eta": current_millis() + delay})
         self.declare_queue(canonical)
         self.emit_before("enqueue", message, delay)
-        self.call(self._publish(message.queue_name, message.encode()))
+        self._publish(message.queue_name, b"".join(encode(message)))
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -152,9 +169,10 @@ class NatsBroker(dramatiq.Broker):
             self.link.call_soon(self._keep_alive.cancel)
             self._keep_alive = None
 
-    async def ensure(self, canonical: str) -> None:
-        """Create the queue's streams and durable consumers, once per process (idempotent on the server)."""
-        if canonical in self.ready:
+    async def ensure(self, canonical: str, *, again: bool = False) -> None:
+        """Create the queue's streams and durable consumers, once per process (idempotent on the server), or
+        ``again`` when the server lost them."""
+        if canonical in self.ready and not again:
             return
         js = await self.link.jetstream()
         consumer = ConsumerConfig(
@@ -175,14 +193,17 @@ class NatsBroker(dramatiq.Broker):
         if self._keep_alive is None or self._keep_alive.done():
             self._keep_alive = asyncio.get_running_loop().create_task(self._send_progress())
 
-    async def _publish(self, queue_name: str, data: bytes) -> None:
-        await self.ensure(q_name(queue_name))
-        try:
-            await publish(self.link, subject_name(queue_name), data)
-        except nats.js.errors.NoStreamResponseError:  # the server lost its store: declare again, once
-            self.ready.discard(q_name(queue_name))
-            await self.ensure(q_name(queue_name))
-            await publish(self.link, subject_name(queue_name), data)
+    def _publish(self, queue_name: str, data: bytes) -> None:
+        """Publish over the link's wire, from the calling thread; the queue's streams are declared on the loop."""
+        canonical, subject = q_name(queue_name), subject_name(queue_name)
+        if canonical not in self.ready:
+            self.call(self.ensure(canonical))
+        with _dramatiq_errors():
+            try:
+                publish_from_thread(self.link.wire, subject, data)
+            except nats.js.errors.NoStreamResponseError:  # the server lost its store: declare again, once
+                self.call(self.ensure(canonical, again=True))
+                publish_from_thread(self.link.wire, subject, data)
 
     async def _streams(self, names: Iterable[str], *, purge: bool = False) -> list[int]:
         """Each stream's message count (0 where it does not exist), after purging it if ``purge``."""
@@ -196,10 +217,35 @@ class NatsBroker(dramatiq.Broker):
                 counts.append(0)
         return counts
 
+    def ack_soon(self, msg: Msg, puller: Puller) -> None:
+        """Queue an ack for the loop and return: the first of a batch wakes the loop, the others ride along."""
+        with self._acks_lock:
+            self._acks.append((msg, puller))
+            if len(self._acks) > 1:
+                return
+        try:
+            self.link.submit(self._send_acks())
+        except TRANSIENT_ERRORS as exc:  # closed: the server redelivers them after ack_wait
+            with self._acks_lock:
+                self._acks.clear()
+            raise ConnectionClosed(exc) from exc
+
+    async def _send_acks(self) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        for msg, puller in acks:
+            await self.settle_ack(msg, puller)
+
     async def settle_ack(self, msg: Msg, puller: Puller) -> None:
-        with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
-            await msg.ack_sync(timeout=self.link.timeout)
-        await self.forget(msg, puller)
+        """Ack without waiting for the reply; an ack that cannot go out is left to ``ack_wait`` (a redelivery)."""
+        try:
+            await msg.ack()
+        except nats.errors.MsgAlreadyAckdError:
+            pass
+        except (*TRANSIENT_ERRORS, nats.errors.Error) as exc:
+            log.debug("ack not sent (%r): the message comes back after ack_wait", exc)
+        finally:
+            await self.forget(msg, puller)
 
     async def dead_letter(self, queue_name: str, msg: Msg, data: bytes, puller: Puller) -> None:
         """Keep ``data`` in the dead-letter stream, then ack the delivery."""
@@ -371,7 +417,7 @@ class NatsConsumer(dramatiq.Consumer):
         if isinstance(item, BaseException):
             raise ConnectionClosed(item) from item
         try:
-            message = NatsMessage(Message.decode(item.data), item, self.puller)
+            message = NatsMessage(decode(item.data), item, self.puller)
         except DecodeError:
             log.exception("undecodable message on %s: dead-lettered", self.queue_name)
             self.broker.call(self.broker.dead_letter(self.queue_name, item, item.data, self.puller))
@@ -386,10 +432,11 @@ class NatsConsumer(dramatiq.Consumer):
         return None
 
     def ack(self, message: NatsMessage) -> None:  # type: ignore[override]
-        self.broker.call(self.broker.settle_ack(message._msg, message._puller))
+        """Hand the ack to the loop and return: the work is done, so nothing is left to wait for."""
+        self.broker.ack_soon(message._msg, message._puller)
 
     def nack(self, message: NatsMessage) -> None:  # type: ignore[override]
-        data = message._message.encode()  # with the options Retries added (traceback, retries)
+        data = b"".join(encode(message._message))  # with the options Retries added (traceback, retries)
         self.broker.call(self.broker.dead_letter(self.queue_name, message._msg, data, message._puller))
 
     def requeue(self, messages: Iterable[NatsMessage]) -> None:  # type: ignore[override]

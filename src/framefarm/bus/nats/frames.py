@@ -1,104 +1,112 @@
-"""The NATS frame store: frame bytes with a TTL and a refs count, on one stream used as a map."""
+"""The NATS frame store: frames inline in their JetStream messages when they fit, else on the frames stream.
+
+Inline, a frame costs no request at all: no write beside the message, no read, no purge; its release only
+ends its in-flight entry. ``frames.store: broker`` puts a frame inline when it is at most ``frames.max_inline``
+bytes and leaves ``MESSAGE_ROOM`` of the server's max payload for the rest of the message, and when its releases
+can be counted (one consumer, or an in-flight entry admitted by this process to count them); other frames go to
+the frames stream (chunks.py). ``frames.store: inline`` never uses the stream: a frame that does not fit is
+refused with FrameTooLarge, as on NSQ.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
-from collections import OrderedDict
 from typing import Any
 
-from nats.aio.msg import Msg
-
-from ...errors import FrameMissing
-from ..base import NAMESPACE, FrameStore
+from ...message import FrameMessage
+from ..base import FrameStore
+from ..nsq.frames import INLINE_FIELD, FrameTooLarge
+from .chunks import KeyMemory, StreamFrames
 from .flow import NatsFlow
-from .jetstream import SubjectMap, run_for_store, token
 from .link import NatsLink
+from .subjectmap import SubjectMap, store_errors
 
-HEADER_ROOM = 4096  # bytes of the server's max payload left for headers when a frame is split into chunks
-EXPIRES = "Framefarm-Expires"
-CHUNKS = "Framefarm-Chunks"
-REFS = "Framefarm-Refs"
-SINGLE_REF_MEMORY = 4096  # keys of frames read here that have one consumer: their release skips a lookup
-
-
-def _ttl_header(store: SubjectMap, ttl: float) -> dict[str, str]:
-    return {"Nats-TTL": str(max(1, math.ceil(ttl)))} if store.msg_ttl else {}
-
-
-def _expired(msg: Msg) -> bool:
-    deadline = msg.headers.get(EXPIRES) if msg.headers else None
-    return deadline is not None and time.time() > float(deadline)
-
-
-def _take_ref(data: bytes | None) -> tuple[bytes | None, bool]:
-    """One consumer is done: (new refs value or None to leave it, whether that was the last reference)."""
-    left = int(data) if data else 1  # no refs entry: a single consumer (or the frame expired)
-    return (str(left - 1).encode(), False) if left > 1 else (None, True)
+#: Of the server's max payload, what is kept for the message's other fields (metadata, detections, the traceback
+#: a retry adds): Dramatiq's JSON of a frame message is a few hundred bytes, a retry's traceback a few KB.
+MESSAGE_ROOM = 64 * 1024
 
 
 class NatsFrameStore(FrameStore):
-    """Frames on ``framefarm.frame.<key>.<chunk>``, the refs count (only when above one) on ``....refs``."""
+    """Inline frames, with the frames stream for those that do not fit (unless ``inline_only``)."""
 
-    def __init__(self, link: NatsLink, flow: NatsFlow, *, max_age: float) -> None:
+    def __init__(
+        self, link: NatsLink, flow: NatsFlow, *, max_age: float, max_inline: int, inline_only: bool = False
+    ) -> None:
         self.link = link
         self.flow = flow
-        self.map = SubjectMap(link, f"{NAMESPACE}-frames", f"{NAMESPACE}.frame", max_age=max_age)
-        self._single: OrderedDict[str, None] = OrderedDict()  # loop thread only
+        self.stream = StreamFrames(link, max_age=max_age)
+        self.max_inline = max_inline
+        self.inline_only = inline_only
+        self._max_payload: int | None = None  # the server's, learnt at the first put
+        self._inline = KeyMemory()  # keys whose frame was fetched here from its message: nothing to purge
 
-    def _base(self, key: str) -> str:
-        return f"{self.map.prefix}.{token(key)}"
+    @property
+    def map(self) -> SubjectMap:
+        """The frames stream."""
+        return self.stream.map
+
+    def max_payload(self) -> int:
+        if self._max_payload is None:
+            with store_errors():
+                self._max_payload = self.link.wire.max_payload()
+        return self._max_payload
+
+    def inline_limit(self) -> int:
+        """The largest frame sent inline: ``frames.max_inline``, and room for the message under the max payload."""
+        return min(self.max_inline, self.max_payload() - MESSAGE_ROOM)
 
     def put(self, key: str, data: bytes, *, ttl: float, refs: int) -> dict[str, Any]:
-        run_for_store(self.link, self._put(key, data, ttl, refs))
+        """The frame's bytes as a message field when they go inline, else stored and ``{}``.
+
+        Raises FrameTooLarge for a frame that does not fit inline when ``inline_only``."""
+        stream = self.flow.take_admitted(key)
+        fits = len(data) <= self.inline_limit()
+        if fits and (refs == 1 or stream is not None or self.inline_only):
+            if refs > 1 and stream is not None:
+                self.flow.track(stream, key, refs=refs, stored=False)
+            return {INLINE_FIELD: data}
+        if not fits and self.inline_only:
+            self._refuse(key, stream, len(data))
+        with store_errors():
+            self.stream.put(key, data, ttl, 1 if stream is not None else refs, self.max_payload())
+        if stream is not None:
+            self.flow.track(stream, key, refs=refs, stored=True)
         return {}
 
-    async def _put(self, key: str, data: bytes, ttl: float, refs: int) -> None:
-        await self.map.ensure()
-        size = max(1, (await self.link.client()).max_payload - HEADER_ROOM)
-        chunks = [data] if len(data) <= size else [data[i : i + size] for i in range(0, len(data), size)]
-        base, ttl_header = self._base(key), _ttl_header(self.map, ttl)
-        writes = [self.map.put(f"{base}.{i}", chunk, ttl_header) for i, chunk in enumerate(chunks) if i]
-        if refs > 1:
-            writes.append(self.map.put(f"{base}.refs", str(refs).encode(), ttl_header))
-        await asyncio.gather(*writes)  # the head goes last: a reader that finds it finds every chunk
-        head = {EXPIRES: f"{time.time() + ttl:.3f}", CHUNKS: str(len(chunks)), REFS: str(refs), **ttl_header}
-        await self.map.put(f"{base}.0", chunks[0], head)
+    def _refuse(self, key: str, stream: str | None, size: int) -> None:
+        """Raise FrameTooLarge for a frame that cannot travel inline; its admission ends, as it is never sent."""
+        if stream is not None:
+            self.flow.release(stream, key, every_ref=True)
+        raise FrameTooLarge(
+            f"frame {key} is {size} bytes, more than fits inside a NATS message ({self.inline_limit()}: the lower "
+            f"of frames.max_inline and the server's max payload less {MESSAGE_ROOM} bytes for the rest of the "
+            "message); lower the input's resolution or JPEG quality, raise the server's max_payload (and "
+            "frames.max_inline), or use frames.store: broker, which keeps such frames on a JetStream stream"
+        )
 
     def get(self, key: str) -> bytes:
-        return run_for_store(self.link, self._get(key))
+        """The bytes of a frame on the frames stream; FrameMissing for one that travelled inline (use fetch)."""
+        with store_errors():
+            return self.stream.get(key)
 
-    async def _get(self, key: str) -> bytes:
-        base = self._base(key)
-        head = await self.map.get(f"{base}.0")
-        if head is None or _expired(head):
-            raise FrameMissing(f"frame {key} expired or was released")
-        count = int(head.headers.get(CHUNKS, "1")) if head.headers else 1
-        if head.headers and head.headers.get(REFS) == "1":
-            self._single[key] = None
-            if len(self._single) > SINGLE_REF_MEMORY:
-                self._single.popitem(last=False)
-        if count == 1:
-            return head.data
-        rest = await asyncio.gather(*(self.map.get(f"{base}.{i}") for i in range(1, count)))
-        if any(msg is None for msg in rest):
-            raise FrameMissing(f"frame {key} lost a chunk (expired or released while read)")
-        return b"".join([head.data, *(msg.data for msg in rest if msg)])
+    def fetch(self, message: FrameMessage) -> bytes:
+        if message.frame is None:
+            return self.get(message.key)
+        self._inline.add(message.key)
+        return message.frame
 
     def release(self, key: str, stream: str) -> bool:
-        return run_for_store(self.link, self._release(key, stream))
-
-    async def _release(self, key: str, stream: str) -> bool:
-        base = self._base(key)
-        single = self._single.pop(key, 0) is None
-        if not single and not await self.map.update(f"{base}.refs", _take_ref):
-            return False
-        await asyncio.gather(self.map.purge(f"{base}.>"), self.flow.remove(stream, key))
-        return True
+        inline = self._inline.pop(key)
+        outcome = self.flow.release(stream, key)
+        with store_errors():
+            if outcome is None:  # no entry (never admitted, or expired): what the frame itself says
+                return True if inline else self.stream.release(key)
+            if outcome.last and outcome.stored:
+                self.stream.purge(key)
+        return outcome.last
 
     def discard(self, key: str, stream: str) -> None:
-        run_for_store(self.link, self._discard(key, stream))
-
-    async def _discard(self, key: str, stream: str) -> None:
-        await asyncio.gather(self.map.purge(f"{self._base(key)}.>"), self.flow.remove(stream, key))
+        inline = self._inline.pop(key)
+        outcome = self.flow.release(stream, key, every_ref=True)
+        if outcome.stored if outcome is not None else not inline:
+            with store_errors():
+                self.stream.purge(key)

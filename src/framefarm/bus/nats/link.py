@@ -1,4 +1,10 @@
-"""One NATS connection per process, driven by an asyncio loop in a daemon thread; other threads submit coroutines."""
+"""One NATS connection per process, driven by an asyncio loop in a daemon thread; other threads submit coroutines.
+
+Beside it, ``wire``: plain-socket connections for the requests a thread waits on anyway (publishing a message,
+reading and writing frames and flow state), which would otherwise cost two thread switches each through the
+loop (wire.py). The loop keeps what must be asynchronous: pull consumers and their acks, and JetStream's
+management API.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from urllib.parse import urlsplit
 import nats.errors
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
+
+from .wire import Wire
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +60,7 @@ class NatsLink:
         self._connecting = asyncio.Lock()
         self._disconnect_listeners: list[Callable[[], None]] = []
         self._closed = False
+        self.wire = Wire(servers, name=name, timeout=timeout)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and return its result; raises what it raises (TimeoutError past the timeout)."""
@@ -137,6 +146,7 @@ class NatsLink:
         """Flush and close the connection, then stop the loop thread."""
         if self._closed:
             return
+        self.wire.close()
         try:
             self.call(self._shutdown(), timeout=CLOSE_TIMEOUT_S)
         except Exception as exc:
