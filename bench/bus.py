@@ -2,27 +2,33 @@
 
     python bench/bus.py                      # starts redis-server, nats-server and nsqd itself
     python bench/bus.py --url redis://127.0.0.1:6379/0 --url nats://127.0.0.1:4222
+    python bench/bus.py --rounds 3           # everything three times, interleaved; medians
 
 For each broker, two figures: 100 KB frames (put into the frame store, message sent; the worker fetches
 the frame, releases it and acks) and tiny messages (message only). First the baseline, measured in the same
-run on the same Redis: Dramatiq's own RedisBroker and Worker with the same threads and prefetch, tiny
-messages, nothing of framefarm. Then one line per broker, with its rates as ratios of the baseline, then
-the machine:
+run on the same Redis: Dramatiq's own RedisBroker and Worker with the same threads, prefetch and poll
+period, nothing of framefarm; for frames the producer SETs a 100 KB key before sending its name and the
+actor GETs and DELs it, for tiny messages the actor only counts. Then one line per broker, with its rates
+as ratios of the baseline's, then the machine:
 
-    baseline=dramatiq-redis tiny_per_s=... cpu_ms_per_tiny=... tiny_ceiling_per_s=...
-    broker=... frames_per_s=... tiny_per_s=... frames_vs_baseline=... tiny_vs_baseline=...
+    baseline=dramatiq-redis frames_per_s=... tiny_per_s=... cpu_ms_per_frame=... ceiling_per_s=...
+    cpu_ms_per_tiny=... tiny_ceiling_per_s=...
+    broker=... frames_vs_dramatiq=... tiny_vs_dramatiq=... frames_per_s=... tiny_per_s=...
     cpu_ms_per_frame=producer:P,worker:W,server:S ceiling_per_s=C cpu_ms_per_tiny=... tiny_ceiling_per_s=...
 
 The CPU each process spent per message shows what limits the rate: the worker (one Python process, so at
 most one core of Python), or all three together against the machine's cores (a ceiling is the lower of
 cores / total and 1 / the busiest process). Server CPU is counted for the servers the benchmark started
-itself (none with --url).
+itself (none with --url). With ``--rounds N`` the baseline and every broker are measured N times in turn and
+each figure is the median over the rounds, each ratio the median of the rounds' own ratios: on a machine
+shared with other work, load that comes and goes then weighs on a broker and its baseline alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import threading
@@ -33,19 +39,21 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from machine import child_pids, cpu_model, cpu_seconds, usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from framefarm.bus import connect
 from framefarm.bus.base import Bus
-from framefarm.message import FrameMessage
 from framefarm.bus.worker import WORKER_TIMEOUT_MS, serve_queue
 from framefarm.config.schema import ServiceOptions
+from framefarm.message import FrameMessage
 
 from peers import free_port, nats_server, nsqd_server, redis_server
 
 FRAME_BYTES = 100 * 1024
+FRAME_TTL_S = 120
 FRAMES = 3000
 TINY = 5000
 WORKER_THREADS = 8
@@ -53,6 +61,7 @@ PREFETCH = 128  # messages a worker fetches ahead: fewer, larger fetches
 QUEUE = "bench"
 TIMEOUT_S = 300
 BROKERS = ("redis", "nats", "nsq")
+BASELINE = "dramatiq-redis"
 
 
 class _Count:
@@ -92,13 +101,21 @@ def _dramatiq_actor(url: str, body: Any) -> dramatiq.Actor:
 
 
 def _dramatiq_worker(url: str, done: Any, cpu: Any, ready: Any, stop: Any) -> None:
-    """The baseline's consumer: Dramatiq's RedisBroker and Worker as shipped, an actor that only counts.
+    """The baseline's consumer: Dramatiq's RedisBroker and Worker as shipped; its actor GETs and DELs the key
+    a message names (a frame), or only counts (a tiny message).
 
     Same idle poll period as framefarm's workers: Dramatiq's default (1 s) would leave an idle consumer
     asleep for up to a second after the first send, which is a third of a run.
     """
-    count = _Count(done, cpu)
-    actor = _dramatiq_actor(url, lambda seq: count())
+    count, client = _Count(done, cpu), redis.Redis.from_url(url)
+
+    def tick(key: str | None) -> None:
+        if key is not None:
+            client.get(key)
+            client.delete(key)
+        count()
+
+    actor = _dramatiq_actor(url, tick)
     worker = dramatiq.Worker(actor.broker, worker_threads=WORKER_THREADS, worker_timeout=WORKER_TIMEOUT_MS)
     worker.queue_prefetch = PREFETCH
     worker.start()
@@ -132,9 +149,15 @@ def _produce(bus: Bus, count: int, frame: bytes | None) -> None:
         bus.send(QUEUE, {**message.model_dump(exclude_none=True), **inline})
 
 
-def _produce_baseline(actor: dramatiq.Actor, count: int) -> None:
+def _produce_baseline(url: str, actor: dramatiq.Actor, count: int, frame: bytes | None) -> None:
+    client = redis.Redis.from_url(url)
     for seq in range(count):
-        actor.send(seq)
+        if frame is None:
+            actor.send(None)
+            continue
+        key = f"bench:frame:{seq}"
+        client.set(key, frame, px=FRAME_TTL_S * 1000)
+        actor.send(key)
 
 
 class Run(NamedTuple):
@@ -153,7 +176,7 @@ class Run(NamedTuple):
 def measure(url: str, count: int, frame: bytes | None, *, baseline: bool = False) -> Run:
     """Messages per second from the first send until the worker has acked the last one.
 
-    ``baseline``: through Dramatiq's own RedisBroker instead of framefarm's bus (tiny messages only).
+    ``baseline``: through Dramatiq's own RedisBroker and a Redis key per frame instead of framefarm's bus.
     """
     ctx = mp.get_context("spawn")
     done, cpu, ready, stop = ctx.Value("i", 0), ctx.Value("d", 0.0), ctx.Event(), ctx.Event()
@@ -168,7 +191,7 @@ def measure(url: str, count: int, frame: bytes | None, *, baseline: bool = False
         server_cpu = sum(map(cpu_seconds, servers))
         started, producer_cpu = time.perf_counter(), time.process_time()
         if actor is not None:
-            _produce_baseline(actor, count)
+            _produce_baseline(url, actor, count, frame)
         elif bus is not None:
             _produce(bus, count, frame)
         producer_cpu = time.process_time() - producer_cpu
@@ -186,6 +209,44 @@ def measure(url: str, count: int, frame: bytes | None, *, baseline: bool = False
         raise SystemExit(f"{url}: only {done.value} of {count} messages came through")
     per_message = {"producer": producer_cpu, "worker": cpu.value, "server": server_cpu}
     return Run(count / elapsed, {name: seconds * 1000 / count for name, seconds in per_message.items()})
+
+
+class Rates(NamedTuple):
+    frames: Run
+    tiny: Run
+
+
+def _median(runs: list[Run]) -> Run:
+    """Each figure's median over the rounds."""
+    cpu = {name: statistics.median(run.cpu_ms[name] for run in runs) for name in runs[0].cpu_ms}
+    return Run(statistics.median(run.per_s for run in runs), cpu)
+
+
+def _round(urls: dict[str, str], redis_url: str, args: argparse.Namespace, frame: bytes) -> dict[str, Rates]:
+    """The baseline's rates, then every broker's, measured once."""
+    rates = {
+        BASELINE: Rates(
+            measure(redis_url, args.frames, frame, baseline=True), measure(redis_url, args.tiny, None, baseline=True)
+        )
+    }
+    for name, url in urls.items():
+        rates[name] = Rates(measure(url, args.frames, frame), measure(url, args.tiny, None))
+    return rates
+
+
+def _ratios(rounds: list[dict[str, Rates]], name: str) -> str:
+    """``name``'s rates over the baseline's: the median of each round's ratio."""
+    frames = statistics.median(r[name].frames.per_s / r[BASELINE].frames.per_s for r in rounds)
+    tiny = statistics.median(r[name].tiny.per_s / r[BASELINE].tiny.per_s for r in rounds)
+    return f"frames_vs_dramatiq={frames:.2f} tiny_vs_dramatiq={tiny:.2f}"
+
+
+def _rates(frames: Run, tiny: Run) -> str:
+    """A line's figures: rates, CPU per message and the ceilings it allows."""
+    return (
+        f"frames_per_s={frames.per_s:.0f} tiny_per_s={tiny.per_s:.0f} cpu_ms_per_frame={frames.cpu()} "
+        f"ceiling_per_s={frames.ceiling():.0f} cpu_ms_per_tiny={tiny.cpu()} tiny_ceiling_per_s={tiny.ceiling():.0f}"
+    )
 
 
 def _servers(stack: ExitStack, tmp: Path, names: tuple[str, ...]) -> dict[str, str]:
@@ -208,28 +269,19 @@ def main() -> None:
     parser.add_argument("--url", action="append", help="broker URL (repeatable); default: start all three")
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--tiny", type=int, default=TINY)
+    parser.add_argument("--rounds", type=int, default=1, help="measure everything this many times; print medians")
     args = parser.parse_args()
     frame = bytes(range(256)) * (FRAME_BYTES // 256)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ffbus-") as tmp:
         urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp), BROKERS)
         redis_url = urls.get("redis") or _servers(stack, Path(tmp), ("redis",))["redis"]
-        base = measure(redis_url, args.tiny, None, baseline=True)
-        print(
-            f"baseline=dramatiq-redis tiny_per_s={base.per_s:.0f} cpu_ms_per_tiny={base.cpu()} "
-            f"tiny_ceiling_per_s={base.ceiling():.0f}",
-            flush=True,
-        )
-        for name, url in urls.items():
-            frames, tiny = measure(url, args.frames, frame), measure(url, args.tiny, None)
-            print(
-                f"broker={name} frames_per_s={frames.per_s:.0f} tiny_per_s={tiny.per_s:.0f} "
-                f"frames_vs_baseline={frames.per_s / base.per_s:.2f} tiny_vs_baseline={tiny.per_s / base.per_s:.2f} "
-                f"cpu_ms_per_frame={frames.cpu()} ceiling_per_s={frames.ceiling():.0f} "
-                f"cpu_ms_per_tiny={tiny.cpu()} tiny_ceiling_per_s={tiny.ceiling():.0f}",
-                flush=True,
-            )
+        rounds = [_round(urls, redis_url, args, frame) for _ in range(args.rounds)]
+    for name in rounds[0]:
+        frames, tiny = (_median([r[name][i] for r in rounds]) for i in range(2))
+        label = f"baseline={name}" if name == BASELINE else f"broker={name} {_ratios(rounds, name)}"
+        print(f"{label} {_rates(frames, tiny)}", flush=True)
     print(
-        f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, "
+        f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, rounds={args.rounds}, "
         f"cpu: {cpu_model()}, cores={usable_cores()}"
     )
 
