@@ -45,13 +45,27 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def port_listening(port: int) -> bool:
+    """Whether a socket listens on loopback ``port``, seen in /proc without connecting (a server that serves one
+    client would take a probe's connection for it)."""
+    wanted = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            return True
+    return False
+
+
 @contextmanager
-def running(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen]:
-    """Run a server until the block ends; its output goes to ``log`` for post-mortems."""
+def running(
+    args: list[str], port: int, log: Path, ready: Callable[[int], bool] = port_open
+) -> Iterator[subprocess.Popen]:
+    """Run a server until the block ends; its output goes to ``log`` for post-mortems. ``ready(port)`` says when it
+    serves (default: the port accepts a connection)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: port_open(port) or proc.poll() is not None, what=f"{args[0]} on port {port}")
+            wait_for(lambda: ready(port) or proc.poll() is not None, what=f"{args[0]} on port {port}")
             if proc.poll() is not None:
                 raise RuntimeError(f"{args[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}")
             yield proc
@@ -158,3 +172,99 @@ class Restartable:
         if self.manager is not None:
             self.manager.__exit__(None, None, None)
             self.manager = None
+
+
+# -- live video peers: an RTSP server, an RTMP server, publishers, an MJPEG server --
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, which has gi (GStreamer); a venv's python does not
+RTSP_SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+GSTREAMER_INSTALL = (
+    "apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+    "gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-rtsp"
+)
+NGINX_INSTALL = "apt-get install -y nginx libnginx-mod-rtmp"
+RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+
+def _gstreamer_python() -> str:
+    probe = [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"]
+    if not Path(SYSTEM_PYTHON).exists() or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.fail(f"GStreamer's RTSP server is not installed: {GSTREAMER_INSTALL}", pytrace=False)
+    return SYSTEM_PYTHON
+
+
+@contextmanager
+def rtsp_server(tmp: Path, port: int | None = None, *, path: str = "/cam", **options: object) -> Iterator[str]:
+    """The GStreamer RTSP server (tests/rtsp_server.py) on 127.0.0.1, yielding its stream's URL (no credentials).
+
+    ``options`` are the script's flags: ``codec="h265"``, ``fps=25``, ``size="320x180"``, ``user=``, ``password=``.
+    The same ``port`` starts it again after a stop.
+    """
+    port = port or free_port()
+    args = [_gstreamer_python(), str(RTSP_SERVER_SCRIPT), "--port", str(port), "--path", path]
+    for name, value in options.items():
+        args += [f"--{name}", str(value)]
+    with running(args, port, tmp / f"rtsp-{port}.log"):
+        yield f"rtsp://127.0.0.1:{port}{path}"
+
+
+@contextmanager
+def nginx_rtmp(tmp: Path) -> Iterator[int]:
+    """nginx with the RTMP module on a free loopback port (application ``live``), yielding the port.
+
+    Its own config, prefix, pid file and logs under ``tmp``; no http block, so it never touches port 80 or a
+    system nginx that the Debian package may have started.
+    """
+    binary = require_binary("nginx", NGINX_INSTALL)
+    if not RTMP_MODULE.exists():
+        pytest.fail(f"nginx's RTMP module is not installed: {NGINX_INSTALL}", pytrace=False)
+    port, prefix = free_port(), tmp / f"nginx-{os.getpid()}"
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"load_module {RTMP_MODULE};\n"
+        "daemon off;\nmaster_process off;\n"
+        f"pid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log info;\n"
+        "events { worker_connections 64; }\n"
+        f"rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n"
+    )
+    with running([binary, "-c", str(conf), "-p", str(prefix)], port, tmp / f"nginx-{port}.log"):
+        yield port
+
+
+def publish_args(url: str, *, fps: int = 25, size: str = "320x240", seconds: float | None = None) -> list[str]:
+    """An ffmpeg command line pushing a live H.264 test pattern (a keyframe a second) to ``url`` as FLV (RTMP)."""
+    binary = require_binary("ffmpeg", "apt-get install -y ffmpeg")
+    duration = ["-t", str(seconds)] if seconds else []
+    source = ["-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}", *duration]
+    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(fps), "-pix_fmt", "yuv420p"]
+    return [binary, "-nostdin", "-loglevel", "error", *source, *encode, "-f", "flv", url]
+
+
+@contextmanager
+def publisher(url: str, log: Path, **options: object) -> Iterator[subprocess.Popen]:
+    """An ffmpeg publisher (see ``publish_args``) until the block ends or its ``seconds`` run out."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(publish_args(url, **options), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def mjpeg_server(tmp: Path, *, fps: int = 25, size: str = "640x360") -> Iterator[str]:
+    """ffmpeg's mpjpeg server (one client, then it ends) on a free port, yielding the stream's URL."""
+    binary = require_binary("ffmpeg", "apt-get install -y ffmpeg")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    source = ["-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}"]
+    serve = ["-f", "mpjpeg", "-content_type", "multipart/x-mixed-replace;boundary=ffmpeg", "-listen", "1", url]
+    args = [binary, "-nostdin", "-loglevel", "error", *source, "-c:v", "mjpeg", "-q:v", "5", *serve]
+    with running(args, port, tmp / f"mjpeg-{port}.log", ready=port_listening):
+        yield url

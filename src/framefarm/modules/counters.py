@@ -5,6 +5,8 @@ from __future__ import annotations
 FRAMES_IN = "frames_in"  # frames an input produced (before its in-flight bound)
 PUBLISHED = "published"  # frames on the bus
 DROPPED_FULL = "dropped_full"  # a live input dropped the frame: max_in_flight frames were already in flight
+DROPPED_STALE = "dropped_stale"  # a live input dropped the frame for a newer one before it could send it
+SKIPPED_FPS = "skipped_fps"  # a live input skipped the frame to keep to its fps limit (wanted, not a loss)
 STALE = "stale"  # skipped by a stage: older than the input's max_age
 MISSING = "missing"  # the frame's bytes expired or were released before a stage read them
 FAILED = "failed"  # unreadable: a file set aside, or a frame that does not decode
