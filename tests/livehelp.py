@@ -18,17 +18,24 @@ LOGGER = "live-test"
 
 
 def live_input(
-    kind: type[Input], tmp_path: Path, bus_url: str, *, alias: str = "cam", service: dict | None = None, **options: Any
+    kind: type[Input],
+    tmp_path: Path,
+    bus_url: str,
+    *,
+    alias: str = "cam",
+    service: dict | None = None,
+    routes: Routes | None = None,
+    **options: Any,
 ) -> Input:
-    """An input of ``kind`` on the bus at ``bus_url`` whose frames go to the queue ``harness.QUEUE``; quick
-    reconnects (0.2 s, at most 1 s) unless ``reconnect`` says otherwise."""
+    """An input of ``kind`` on the bus at ``bus_url`` whose frames go to the queue ``harness.QUEUE`` (or by
+    ``routes``); quick reconnects (0.2 s, at most 1 s) unless ``reconnect`` says otherwise."""
     settings = ServiceOptions(broker=bus_url, runtime_dir=tmp_path / "run", **(service or {}))
     raw = {"name": kind.kind_name(), "alias": alias, "tag": alias, "reconnect": {"initial": 0.2, "max": 1}, **options}
     ctx = ModuleContext(
         alias=alias,
         options=kind.Options.model_validate(raw),
         service=settings,
-        routes=Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
+        routes=routes or Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
         bus=connect(bus_url, settings),
         base_dir=tmp_path,
         runtime_dir=tmp_path / "run",

@@ -268,3 +268,23 @@ def mjpeg_server(tmp: Path, *, fps: int = 25, size: str = "640x360") -> Iterator
     args = [binary, "-nostdin", "-loglevel", "error", *source, "-c:v", "mjpeg", "-q:v", "5", *serve]
     with running(args, port, tmp / f"mjpeg-{port}.log", ready=port_listening):
         yield url
+
+
+def children() -> list[int]:
+    """PIDs of this process's direct children (the servers a test started)."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

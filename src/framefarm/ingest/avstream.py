@@ -148,14 +148,16 @@ class AvStream(LiveInput[AO]):
             container.close()
         container = self.av_open(None)  # raises when the source is at fault, not the device
         self.software_only = True
-        tried = "; ".join(failures) or f"this ffmpeg has none of {', '.join(AUTO_DEVICES)}"
+        tried = "; ".join(failures) or f"this ffmpeg has no {' or '.join(self._wanted())} device"
         self.ctx.log.warning("hwaccel %s unavailable (%s); decoding in software", self.options.hwaccel, tried)
         return container
 
+    def _wanted(self) -> tuple[str, ...]:
+        return AUTO_DEVICES if self.options.hwaccel == "auto" else (self.options.hwaccel,)
+
     def _devices(self) -> list[str]:
-        wanted = AUTO_DEVICES if self.options.hwaccel == "auto" else (self.options.hwaccel,)
         available = set(hwdevices_available())
-        return [device for device in wanted if device in available]
+        return [device for device in self._wanted() if device in available]
 
     def av_open(self, hwaccel: HWAccel | None) -> av.container.InputContainer:
         """``av.open`` with this kind's options and timeouts; SourceUnavailable (no URL in it) if it fails."""

@@ -214,9 +214,9 @@ class LiveInput(Input[LO]):
     def _read_source(self, session: Session) -> None:
         try:
             for captured in self.capture(session):
-                self._take_in(session, captured)
-                if session.stop.is_set():
+                if session.stop.is_set():  # the attempt was given up (a stall): its late frames count for nothing
                     break
+                self._take_in(session, captured)
         except Exception as exc:  # handed to the sender, which raises it in the input's own thread
             session.finish(exc)
         else:
