@@ -143,10 +143,7 @@ class LiveState:
             self.log.info("%s", message)
         elif changed and state == FAILED:
             self.log.warning(
-                "%s: %d attempts in a row without a frame; still retrying (%s)",
-                self.source,
-                self.attempts,
-                self.last_error,
+                "%d attempts in a row without a frame; still retrying (%s)", self.attempts, self.last_error
             )
         self.report()
 

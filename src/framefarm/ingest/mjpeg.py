@@ -8,6 +8,7 @@ httpx as basic or digest authentication, so no URL httpx logs or quotes in an er
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,9 @@ import numpy as np
 from pydantic import ByteSize, Field
 
 from ..config import registry
+from ..config.registry import CheckContext
 from ..config.urls import redact_text, redact_url
+from ..config.yamlpos import Loc
 from ..errors import BadInput, IncompleteFile, SourceUnavailable
 from ..vision.codec import encode_frame, shrink
 from ..vision.imageheader import read_header
@@ -69,6 +72,11 @@ class ChallengeAuth(httpx.Auth):
 
 @registry.inputs.register
 class Mjpeg(LiveInput[MjpegOptions]):
+    @classmethod
+    def check(cls, options: MjpegOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        if options.ca_file is not None and not ctx.resolve(options.ca_file).is_file():
+            yield ("ca_file",), f"{ctx.resolve(options.ca_file)} is not a file"
+
     @property
     def source(self) -> str:
         return redact_url(self.options.url)
@@ -82,9 +90,12 @@ class Mjpeg(LiveInput[MjpegOptions]):
             user, password = unquote(parts.username), unquote(parts.password or "")
             schemes = {"auto": ChallengeAuth, "basic": httpx.BasicAuth, "digest": httpx.DigestAuth}
             auth = schemes[self.options.auth](user, password)
-        verify: Any = self.options.verify
+        verify: bool | ssl.SSLContext = self.options.verify
         if self.options.ca_file is not None and verify:
-            verify = str(self.ctx.resolve(self.options.ca_file))
+            try:
+                verify = ssl.create_default_context(cafile=str(self.ctx.resolve(self.options.ca_file)))
+            except (OSError, ssl.SSLError) as exc:
+                raise SourceUnavailable(f"{self.source}: ca_file: {exc}") from exc
         timeout = httpx.Timeout(self.options.read_timeout, connect=self.options.open_timeout)
         return httpx.Client(timeout=timeout, verify=verify, auth=auth, follow_redirects=True), bare
 
