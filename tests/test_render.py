@@ -42,8 +42,10 @@ def test_programs_order_pools_and_options(tmp_path: Path) -> None:
     for name, program in programs.items():
         assert program["stopasgroup"] == "true" and program["killasgroup"] == "true", name
         assert program["stdout_logfile"].startswith(str(tmp_path / "run" / "logs")), name
-    assert "--shutdown-on-sigterm save" in programs["embedded-broker"]["command"]
-    assert "--save ''" in programs["embedded-broker"]["command"]
+    broker = programs["embedded-broker"]["command"]
+    assert "--appendonly yes --appenddirname appendonlydir --appendfsync everysec" in broker
+    assert "--shutdown-on-sigterm nosave" in broker and "--save ''" in broker  # no RDB to load over the AOF
+    assert programs["embedded-broker"]["umask"] == "077"  # its files hold frames: owner-only
     assert conf["unix_http_server"]["file"] == str(tmp_path / "run" / "supervisor.sock")
 
 

@@ -93,8 +93,10 @@ class ServiceOptions(StrictModel):
     )
     persist: bool = Field(
         True,
-        description="Embedded broker only: snapshot the queues at stop and load them at start, so `-s stop` "
-        "loses nothing. Nothing is written while running.",
+        description="Embedded broker only: write every change to an append-only file (fsync every second) and "
+        "load it at start, so that `-s stop` and a crash or kill of the broker lose nothing. Off: nothing is kept "
+        "on disk, and a broker restart loses what was queued. A reload keeps the running broker's setting; it "
+        "changes at the next start.",
     )
     heartbeat_timeout: Duration = Field(
         DEFAULT_HEARTBEAT_TIMEOUT_S,

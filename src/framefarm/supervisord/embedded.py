@@ -1,4 +1,11 @@
-"""The embedded broker: a Redis (or Valkey) server on a unix socket in the runtime dir."""
+"""The embedded broker: a Redis (or Valkey) server on a unix socket in the runtime dir.
+
+With ``service.persist`` (the default) it writes every change to an append-only file, flushed to the kernel
+before it answers a client and fsynced every second, and loads it at every start: a kill -9 of the server
+loses no write it acknowledged, and a restart never goes back to older state. No RDB snapshot is ever
+written or loaded over the AOF (a snapshot taken at stop and loaded after a later crash replays delivered
+work). The server runs under ``framefarm.lifeline`` so that it dies with supervisord.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import MasterError
 
 SOCKET_NAME = "broker.sock"
-SNAPSHOT_NAME = "queues.rdb"
+DATA_DIR = "broker"
+AOF_DIR = "appendonlydir"  # the server's default appenddirname, named so that nothing depends on that default
+SNAPSHOT_NAME = "queues.rdb"  # never written since the AOF; only an older framefarm's snapshot at stop is so named
 MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
 MIN_SERVER_MAJOR = 7  # for shutdown-on-sigterm
 
@@ -64,19 +74,30 @@ def broker_url(runtime_dir: Path) -> str:
     return f"unix://{quote(str(socket_path(runtime_dir)))}"
 
 
+def data_dir(runtime_dir: Path) -> Path:
+    return runtime_dir / DATA_DIR
+
+
 def server_args(runtime_dir: Path, persist: bool) -> list[str]:
-    """The server's command line. No periodic saves ever; with ``persist`` the queues are snapshotted when the
-    server stops."""
-    data_dir = runtime_dir / "broker"
+    """The server's command line, under ``framefarm.lifeline``.
+
+    ``persist``: the append-only file, fsynced every second, loaded at start; else nothing on disk. Never
+    an RDB: no periodic saves, none at shutdown (a SIGTERM still fsyncs the AOF). The process title is left
+    as the command line, so that ``pipectl start`` finds a leftover server by its socket (see leftovers).
+    """
     args = [
+        sys.executable, "-m", "framefarm.lifeline",
         str(server_binary()),
         "--port", "0",
         "--unixsocket", str(socket_path(runtime_dir)),
         "--unixsocketperm", "700",
-        "--dir", str(data_dir),
+        "--dir", str(data_dir(runtime_dir)),
         "--dbfilename", SNAPSHOT_NAME,
         "--save", "",
-        "--appendonly", "no",
-        "--shutdown-on-sigterm", "save" if persist else "nosave",
+        "--appendonly", "yes" if persist else "no",
+        "--appenddirname", AOF_DIR,
+        "--appendfsync", "everysec",
+        "--shutdown-on-sigterm", "nosave",
+        "--set-proc-title", "no",
     ]  # fmt: skip
     return args

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,12 +14,13 @@ from pathlib import Path
 from ..config.pipeline import ModuleSpec, Pipeline
 from ..config.schema import ServiceOptions
 from ..errors import MasterError
-from . import embedded, ini
+from . import broker_files, embedded, ini
 
 BROKER_PROGRAM = "embedded-broker"
 PRIORITY = {"broker": 10, "outputs": 100, "processors": 200, "inputs": 300}  # start order; stop is reversed
 START_RETRIES = 10
 STOP_GRACE_S = 5  # on top of service.stop_timeout, before supervisord kills
+BROKER_STOPWAIT_S = 30  # the broker's shutdown fsyncs its AOF
 CONF_NAME = "supervisord.conf"
 ROLES = {
     "all": ("outputs", "processors", "inputs"),
@@ -26,6 +29,9 @@ ROLES = {
 }
 SOCKET_NAME = "supervisor.sock"
 LOGFILE_EXPANSIONS = 2  # supervisord expands %(...)s in a program's stdout_logfile twice
+APPENDONLY = re.compile(r" --appendonly (yes|no) ")  # in the broker's command= line
+
+log = logging.getLogger("framefarm.pipectl")
 
 
 @dataclass(frozen=True)
@@ -108,23 +114,29 @@ def write_snapshots(pipeline: Pipeline, layout: Layout) -> dict[str, Path]:
     return paths
 
 
-def render(pipeline: Pipeline, role: str = "all") -> Path:
+def render(pipeline: Pipeline, role: str = "all", persist: bool | None = None) -> Path:
     """Write supervisord.conf (and the module snapshots) into the runtime dir; return its path.
 
     ``role`` picks the sections this host runs (see ROLES); only ``all`` runs the embedded broker, the
-    others need ``service.broker`` shared with the other hosts. Snapshots of the previous render stay until
+    others need ``service.broker`` shared with the other hosts. ``persist`` overrides ``service.persist``:
+    a reload keeps the running broker's (switching restarts the broker, which would then start empty or,
+    worse, from an AOF older than its memory). Snapshots of the previous render stay until
     ``prune_snapshots``: a running module that supervisord restarts before the reload is applied finds its own.
     """
     if role != "all" and not pipeline.service.broker:
         raise MasterError(f"--role {role} runs part of a pipeline: set service.broker to the broker it shares")
     layout = Layout(pipeline.runtime_dir)
-    for folder in (layout.root, layout.logs, layout.root / "broker"):
+    for folder in (layout.root, layout.logs):
         folder.mkdir(parents=True, exist_ok=True)
     snapshots = write_snapshots(pipeline, layout)
     sections = [_header(pipeline, layout)]
     if not pipeline.service.broker:
-        command = ini.command(embedded.server_args(layout.root, pipeline.service.persist))
-        sections.append(_program(BROKER_PROGRAM, command, PRIORITY["broker"], layout, stopwait=30))
+        persist = pipeline.service.persist if persist is None else persist
+        for done in broker_files.prepare(layout.root, persist):
+            log.warning("%s", done)
+        command = ini.command(embedded.server_args(layout.root, persist))
+        broker = _program(BROKER_PROGRAM, command, PRIORITY["broker"], layout, stopwait=BROKER_STOPWAIT_S)
+        sections.append(broker + f"umask={broker_files.SERVER_UMASK:03o}\n")
     stopwait = int(pipeline.service.stop_timeout) + STOP_GRACE_S
     for module in (m for m in pipeline.modules if m.section in ROLES[role]):
         command = ini.command([sys.executable, "-m", "framefarm.runner", str(snapshots[module.alias])])
@@ -183,6 +195,13 @@ redirect_stderr=true
 stdout_logfile={ini.path(layout.logs, layout.root, expansions=LOGFILE_EXPANSIONS)}/{log_name}.log
 stdout_logfile_maxbytes=0
 """
+
+
+def rendered_persist(layout: Layout) -> bool | None:
+    """Whether the embedded broker in supervisord.conf persists; None without one (or without the file)."""
+    conf = layout.conf.read_text(encoding="utf-8") if layout.conf.exists() else ""
+    match = APPENDONLY.search(conf) if f"[program:{BROKER_PROGRAM}]" in conf else None
+    return match.group(1) == "yes" if match else None
 
 
 def check_runtime_dir(config: Path, service: ServiceOptions, runtime_dir: Path) -> Iterator[str]:
