@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .bus import backend, check_service
@@ -19,7 +21,14 @@ from .plugins import load_kinds
 from .supervisord import broker_files, embedded
 from .supervisord.control import Master
 from .supervisord.drain import quit_gracefully
-from .supervisord.render import ROLES, Layout, check_runtime_dir, prune_snapshots, render, rendered_persist
+from .supervisord.render import (
+    ROLES,
+    Layout,
+    check_runtime_dir,
+    prune_snapshots,
+    render,
+    rendered_persist,
+)
 from .supervisord.running import Running, runtime_dir_of
 
 EXIT_OK = 0
@@ -178,11 +187,43 @@ def cmd_status(config: Path, _args: argparse.Namespace) -> int:
         print(f"\nframes in flight: {bus.flow.in_flight()}")
         for stream, counters in sorted(bus.flow.counters().items()):
             print(f"{stream}: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+        _print_states(bus.flow.reports())
     except bus.transient_errors as exc:
         print(f"\nbroker unreachable: {redact_text(str(exc))}")
     finally:
         bus.close()
     return EXIT_OK
+
+
+REPORT_OLD_S = 5.0  # a state reported longer ago than this is shown with its age: its input may be gone
+
+
+def _print_states(reports: Mapping[str, Mapping[str, Any]]) -> None:
+    """The latest state of each live input, one indented line each (state, rates, age of the last frame,
+    reconnects, frames not sent by reason, last error), its texts redacted once more."""
+    if not reports:
+        return
+    print("\nlive inputs:")
+    now = time.time()
+    for stream, fields in sorted(reports.items()):
+        print(f"  {stream}  {_state_line(fields, now)}")
+
+
+def _state_line(fields: Mapping[str, Any], now: float) -> str:
+    last = fields.get("last_frame_at")
+    drops = ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in (fields.get("drops") or {}).items())
+    parts = [
+        f"{fields.get('state', '?')} for {now - fields.get('since', now):.0f}s",
+        f"fps in {fields.get('fps_in', 0):.1f} sent {fields.get('fps_sent', 0):.1f}",
+        f"last frame {now - last:.1f}s ago" if last else "no frame yet",
+        f"reconnects {fields.get('reconnects', 0)}",
+        f"not sent: {drops}" if drops else "",
+        f"source {redact_text(str(fields.get('source', '')))}",
+        f"last error: {redact_text(str(fields['last_error']))}" if fields.get("last_error") else "",
+    ]
+    if now - fields.get("at", now) > REPORT_OLD_S:
+        parts.append(f"(reported {now - fields['at']:.0f}s ago)")
+    return "; ".join(part for part in parts if part)
 
 
 def cmd_describe(_config: Path, args: argparse.Namespace) -> int:
