@@ -3,21 +3,30 @@ frame comes back, and no process of a runtime dir outlives its master (issue 9, 
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from framefarm.supervisord import leftovers
+from framefarm.supervisord.render import Layout
+
 from peers import wait_for
-from workspace import PHOTOS, Workspace
+from workspace import PHOTOS, Workspace, broker_processes, exited, runner_processes, supervisord_pid
 
 BROKER = "embedded-broker"
+TEARDOWN_STOP_S = 5.0
 
 
 @pytest.fixture
@@ -26,6 +35,7 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
     workspace.write(workspace.yaml())
     yield workspace
     workspace.force_stop()
+    leftovers.clear(Layout(tmp_path / "run"), TEARDOWN_STOP_S)  # what a failed test left behind
 
 
 def with_input_option(yaml: str, option: str) -> str:
@@ -139,6 +149,89 @@ def test_an_older_versions_stop_snapshot_is_carried_into_the_append_only_file(ws
     assert modes and set(modes.values()) == {0o600}, modes  # they hold frames: owner-only
 
 
+def module_pids(ws: Workspace) -> dict[str, int]:
+    programs = {"uploads", "detector", "results", BROKER}
+    wait_for(lambda: set(ws.pids()) == programs, 30, "every program running")
+    return ws.pids()
+
+
+def assert_one_set_runs_and_delivers_once(ws: Workspace, count: int) -> None:
+    """Exactly one input, detector, output and broker; each image dropped now gives one result, once."""
+    assert len(runner_processes(ws.root)) == 3, runner_processes(ws.root)
+    assert len(broker_processes(ws.root)) == 1, broker_processes(ws.root)
+    names = drop_photos(ws, count)
+    assert sorted(r["source"] for r in ws.wait_results(count, timeout=60)) == names
+    want = {"published": count, "delivered.results": count}
+    wait_for(lambda: {k: counters(ws).get(k) for k in want} == want, 10, f"{want} ({counters(ws)})")
+
+
+def test_supervisord_killed_takes_its_modules_and_broker_with_it(ws: Workspace) -> None:
+    ws.pipectl("start")
+    stop_supervisord(ws)
+    assert "not running" in ws.pipectl("status", check=False).stderr
+
+    started = ws.pipectl("start")
+    assert "leftover" not in started.stderr  # nothing was left: they went by themselves
+    assert_one_set_runs_and_delivers_once(ws, 12)
+
+
+def by_hand(ws: Workspace, program: str) -> subprocess.Popen[bytes]:
+    """A program of the runtime dir started by hand from supervisord.conf, as an operator might: supervisord
+    is not its parent, so nothing stops it with supervisord. It is SIGSTOPped, as under a debugger: it can act
+    on a SIGTERM only once it runs again."""
+    conf = configparser.RawConfigParser()
+    conf.read(ws.root / "run" / "supervisord.conf")
+    args = shlex.split(conf[f"program:{program}"]["command"].replace("%%", "%"))
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    os.kill(process.pid, signal.SIGSTOP)
+    return process
+
+
+def stop_supervisord(ws: Workspace) -> None:
+    """kill -9 of supervisord; returns once what it ran has exited with it."""
+    pids = module_pids(ws)
+    os.kill(supervisord_pid(ws.root), signal.SIGKILL)
+    wait_for(lambda: all(exited(pid) for pid in pids.values()), 30, f"{pids} to exit with supervisord")
+
+
+def test_start_stops_what_an_earlier_run_left_running(ws: Workspace) -> None:
+    """An input started by hand and stopped (SIGSTOP), and a process that ignores SIGTERM, both holding the
+    runtime dir's snapshot: ``start`` stops them (SIGTERM with SIGCONT, then SIGKILL) before the new set."""
+    ws.pipectl("start")
+    stop_supervisord(ws)
+    snapshot = next((ws.root / "run" / "modules").glob("uploads-*.json"))
+    ignores_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    strays = [by_hand(ws, "uploads"), subprocess.Popen([sys.executable, "-c", ignores_term, str(snapshot)])]
+    try:
+        started = ws.pipectl("start")
+        for process in strays:
+            assert f"pid {process.pid} (" in started.stderr, started.stderr
+        assert [p.wait(timeout=5) for p in strays] == [0, -signal.SIGKILL]  # the input stopped gracefully
+        assert started.stderr.count("(SIGKILL)") == 1, started.stderr
+        assert_one_set_runs_and_delivers_once(ws, 12)
+    finally:
+        for process in strays:
+            process.kill()
+            process.wait()
+
+
+def test_stop_without_a_master_stops_its_leftovers(ws: Workspace) -> None:
+    """``-s stop`` when supervisord is gone stops what it left; with nothing left it says it is not running."""
+    ws.pipectl("start")
+    stop_supervisord(ws)
+    broker = by_hand(ws, BROKER)
+    try:
+        stopped = ws.pipectl("-s", "stop")
+        assert f"pid {broker.pid} (" in stopped.stderr and "broker.sock" in stopped.stderr, stopped.stderr
+        assert broker.wait(timeout=5) == 0  # SIGTERM: Redis shuts down cleanly, its AOF fsynced
+        result = ws.pipectl("-s", "stop", check=False)
+        assert result.returncode == 1 and "not running in" in result.stderr
+    finally:
+        broker.kill()
+        broker.wait()
+
+
 def test_without_persist_nothing_is_kept_and_no_older_state_is_left_to_load(tmp_path: Path) -> None:
     """``persist: false`` writes nothing; what an earlier persisting run left (an AOF, an older version's
     snapshot) is removed, so that turning persist on again can never load it."""
@@ -153,12 +246,6 @@ def test_without_persist_nothing_is_kept_and_no_older_state_is_left_to_load(tmp_
     assert "--appendonly no" in Path(result.stdout.strip()).read_text()
     assert sorted(data.iterdir()) == [] and stat.S_IMODE(data.stat().st_mode) == 0o700
     assert result.stderr.count("service.persist is off") == 2, result.stderr
-
-
-def module_pids(ws: Workspace) -> dict[str, int]:
-    programs = {"uploads", "detector", "results", BROKER}
-    wait_for(lambda: set(ws.pids()) == programs, 30, "every program running")
-    return ws.pids()
 
 
 def test_reload_keeps_the_running_brokers_persistence(ws: Workspace) -> None:

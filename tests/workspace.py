@@ -128,3 +128,24 @@ def runner_processes(root: Path) -> list[str]:
     """Command lines of module processes whose snapshot lives under ``root`` (still running)."""
     out = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if str(root) in line and "framefarm.runner" in line]
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: a process reparented to a PID 1 that does not reap stays one, exited all the same."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "X")
+    return state in ("Z", "X")
+
+
+def broker_processes(root: Path) -> list[str]:
+    """Command lines of embedded brokers serving the socket under ``root`` (still running)."""
+    socket = str(root / "run" / "broker.sock")
+    out = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if socket in line and "framefarm.runner" not in line]
+
+
+def supervisord_pid(root: Path) -> int:
+    return int((root / "run" / "supervisord.pid").read_text())

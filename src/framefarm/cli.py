@@ -15,14 +15,16 @@ from .bus import backend, check_service
 from .config.describe import describe_kind
 from .config.pipeline import Pipeline, load_pipeline
 from .config.registry import REGISTRIES
+from .config.schema import DEFAULT_STOP_TIMEOUT_S
 from .config.urls import redact_text, redact_url
 from .errors import BusError, ConfigError, FramefarmError
 from .plugins import load_kinds
-from .supervisord import broker_files, embedded
+from .supervisord import broker_files, embedded, leftovers
 from .supervisord.control import Master
 from .supervisord.drain import quit_gracefully
 from .supervisord.render import (
     ROLES,
+    STOP_GRACE_S,
     Layout,
     check_runtime_dir,
     prune_snapshots,
@@ -145,12 +147,14 @@ def check_connection(pipeline: Pipeline) -> None:
 
 
 def cmd_start(config: Path, args: argparse.Namespace) -> int:
-    """Start, after moving an older framefarm's broker snapshot into the append-only file (see broker_files)."""
+    """Start, after stopping whatever an earlier run of the runtime dir left running (see leftovers) and
+    moving an older framefarm's broker snapshot into the append-only file (see broker_files)."""
     pipeline = load(config)
     layout = Layout(pipeline.runtime_dir)
     master = Master(layout)
     if master.running():
         raise FramefarmError(f"already running in {layout.root} (pid {master.pid()}): use `pipectl -s reload`")
+    _say(leftovers.clear(layout, pipeline.service.stop_timeout + STOP_GRACE_S))
     render(pipeline, args.role)
     prune_snapshots(layout)
     if not pipeline.service.broker and pipeline.service.persist:
@@ -272,7 +276,16 @@ def signal_quit(config: Path) -> int:
 
 
 def signal_stop(config: Path) -> int:
-    Master(Layout(runtime_dir_of(config))).shutdown()
+    """Stop the master; where none runs, what an earlier run left running (an error if nothing was)."""
+    layout = Layout(runtime_dir_of(config))
+    master = Master(layout)
+    if master.pid() is None:
+        stopped = leftovers.clear(layout, DEFAULT_STOP_TIMEOUT_S + STOP_GRACE_S)
+        if not stopped:
+            raise FramefarmError(f"not running in {layout.root}")
+        _say(stopped)
+        return EXIT_OK
+    master.shutdown()
     return EXIT_OK
 
 
