@@ -1,7 +1,8 @@
 """NATS JetStream backend (``service.broker: nats://host:4222``): queues, frame store and flow state.
 
-One NatsLink per process: one nats-py connection driven by one asyncio loop in a daemon thread. Dramatiq's
-consumer and worker threads and the modules' threads submit coroutines to it and wait for their results.
+One NatsLink per process: a nats-py connection driven by an asyncio loop in a daemon thread for JetStream's
+management API, and a small synchronous client of framefarm's own (wire.py) for everything done per message:
+publishes, pull consumers and acks, frames and flow state, each from the thread that needs it.
 
 - Delays and retries use Dramatiq's ``q.DQ`` convention, as its Redis and RabbitMQ brokers do: Retries puts a
   failed message on the delay queue with an ``eta``, the worker holds it until then and moves it to ``q``,
@@ -10,8 +11,9 @@ consumer and worker threads and the modules' threads submit coroutines to it and
   (a receiver down for minutes) would starve fresh frames.
 - ``ack_wait`` defaults to ``service.heartbeat_timeout``: held deliveries get in-progress acks, so it means
   what it means for Redis: how long a dead worker's messages wait.
-- Server restarts: nats-py reconnects; file storage keeps streams, consumers and pending acks; consumers
-  raise ConnectionClosed on a disconnect and Dramatiq rebuilds them.
+- Server restarts: file storage keeps streams, consumers and pending acks; nats-py reconnects the link, the
+  wire connects again at the next request, consumers raise ConnectionClosed when their socket closes and
+  Dramatiq builds new ones.
 - Frames travel inline in their messages when they fit (frames.py), else on a stream used as a map
   (chunks.py); flow state (flow.py) lives on another, with compare-and-set writes. ``frames.store: inline``
   refuses a frame that does not fit instead of storing it.

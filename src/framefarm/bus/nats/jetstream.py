@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CONSUMER = "workers"  # the one durable pull consumer of every work stream, shared by every worker process
 STREAM_NAME_IN_USE = 10058  # JetStream error code: a stream of that name exists with another configuration
 
 #: nats-py errors that mean "the server is not reachable now, try again".

@@ -1,9 +1,9 @@
-"""One NATS connection per process, driven by an asyncio loop in a daemon thread; other threads submit coroutines.
+"""One NATS connection per process, driven by an asyncio loop in a daemon thread, for JetStream's management API.
 
-Beside it, ``wire``: plain-socket connections for the requests a thread waits on anyway (publishing a message,
-reading and writing frames and flow state), which would otherwise cost two thread switches each through the
-loop (wire.py). The loop keeps what must be asynchronous: pull consumers and their acks, and JetStream's
-management API.
+Beside it, ``wire``: plain-socket connections for everything done per message (publishing, consuming and
+acking, reading and writing frames and flow state), which through the loop would cost two thread switches
+each (wire.py). The loop keeps the rare calls nats-py's JetStream API serves well: declaring streams and
+consumers, their counts and subjects, purges of whole streams.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -58,7 +57,6 @@ class NatsLink:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._connecting = asyncio.Lock()
-        self._disconnect_listeners: list[Callable[[], None]] = []
         self._closed = False
         self.wire = Wire(servers, name=name, timeout=timeout)
 
@@ -77,21 +75,6 @@ class NatsLink:
             if not future.cancel():  # it finished: the timeout is its own
                 raise
             raise nats.errors.TimeoutError from None
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
-        """Start ``coro`` on the loop without waiting for it."""
-        if self._closed:
-            coro.close()
-            raise nats.errors.ConnectionClosedError
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call_soon(self, callback: Callable[[], Any]) -> None:
-        if not self._closed:
-            self.loop.call_soon_threadsafe(callback)
-
-    def on_disconnect(self, listener: Callable[[], None]) -> None:
-        """Run ``listener`` on the loop whenever the connection drops (nats-py then reconnects by itself)."""
-        self._disconnect_listeners.append(listener)
 
     async def client(self) -> Client:
         """The connection, made on first use: building a bus never fails because the server is down."""
@@ -136,8 +119,6 @@ class NatsLink:
         if self._closed:
             return
         log.warning("NATS connection lost; reconnecting")
-        for listener in self._disconnect_listeners:
-            listener()
 
     async def _on_reconnected(self) -> None:
         log.info("NATS connection re-established")

@@ -1,13 +1,15 @@
-"""A small synchronous NATS client for requests made from plain threads: no event loop, no thread hop.
+"""A small synchronous NATS client for plain threads: no event loop, no thread hop.
 
 nats-py is asyncio-only, so a thread that sends a request through it hands it to the link's loop thread and
-sleeps until that thread wakes it with the reply: two thread switches per request, which on a busy machine
-cost more than the request itself (bench/README.md). A caller that waits for the reply anyway, as a JetStream
-publish does, is better served by a plain socket: write the request, read the reply.
+sleeps until that thread wakes it with the reply, and a delivery reaches a worker through the loop and a queue:
+two thread switches per request or message, which on a busy machine cost more than the NATS work itself
+(bench/README.md). A plain socket does better: write the request, read the reply; read the deliveries in the
+thread that hands them to Dramatiq.
 
-It speaks what requests need and nothing more: INFO, CONNECT (user and password, or a token, from the URL;
-TLS for ``tls://`` or when the server requires it), SUB to its reply inbox, PUB/HPUB, MSG/HMSG, PING/PONG and
--ERR. Failures raise nats-py's own errors, so callers handle them as they handle the link's.
+It speaks what framefarm needs and nothing more: INFO, CONNECT (user and password, or a token, from the URL;
+TLS for ``tls://`` or when the server requires it), SUB, UNSUB, PUB/HPUB, MSG/HMSG, PING/PONG and -ERR.
+Failures raise nats-py's own errors, so callers handle them as they handle the link's; after one the
+connection is closed.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import itertools
 import json
 import queue
 import secrets
+import select
 import socket
 import ssl
 import threading
+import time
+import weakref
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -28,96 +33,197 @@ import nats.errors
 CRLF = b"\r\n"
 HEADER_LINE = b"NATS/1.0"
 DEFAULT_PORT = 4222
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
 INBOX_PREFIX = "_INBOX.ff"
 MAX_CONTROL_LINE = 4096  # a longer line is not a NATS protocol line
+INITIAL_BUFFER_BYTES = 1 << 20  # grows to the largest message seen
 NO_RESPONDERS = "503"
+REPLIES_SID = b"1"  # a connection's subscription to its own reply inbox
 
 
-class Reply(NamedTuple):
+class Received(NamedTuple):
+    subject: str
+    reply: str
     data: bytes
-    status: str | None  # the status of a status reply ("503": no responders, "404": not found), else None
+    status: str | None  # the status of a status message ("503": no responders, "404": not found), else None
     headers: dict[str, str]
 
 
 class WireConnection:
-    """One socket to one server; one request at a time (Wire keeps one per thread that needs one)."""
+    """One socket to one server. Any thread may send (a lock keeps commands whole); one thread at a time reads."""
 
     def __init__(self, server: str, *, name: str, timeout: float) -> None:
         url = urlsplit(server)
         self.timeout = timeout
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+        self.inbox = f"{INBOX_PREFIX}.{secrets.token_hex(8)}"
+        self._ids = itertools.count()
+        self._send_lock = threading.Lock()
+        self._buf = bytearray(INITIAL_BUFFER_BYTES)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+        self._pongs = 0
+        self.sock: socket.socket = socket.create_connection(
             (url.hostname or "127.0.0.1", url.port or DEFAULT_PORT), timeout=timeout
         )
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = self.sock.makefile("rb")
-        info = self._info()
+        try:
+            self._handshake(url, name)
+        except BaseException:
+            self.close()
+            raise
+
+    def _handshake(self, url: Any, name: str) -> None:
+        info = self._server_info(time.monotonic() + self.timeout)
         if url.scheme == "tls" or info.get("tls_required"):
             self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=url.hostname)
-            self.reader = self.sock.makefile("rb")
-        self.max_payload = int(info.get("max_payload", 1024 * 1024))
-        self.inbox = f"{INBOX_PREFIX}.{secrets.token_hex(8)}"
-        self._ids = itertools.count()
+        self.max_payload = int(info.get("max_payload", DEFAULT_MAX_PAYLOAD))
         connect = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True, "protocol": 1}
         connect.update(name=name, lang="python", version="framefarm", **_credentials(url))
-        self.sock.sendall(b"CONNECT %s\r\nSUB %s.* 1\r\nPING\r\n" % (json.dumps(connect).encode(), self.inbox.encode()))
-        self._await_pong()
+        self.send(
+            b"CONNECT %s\r\nSUB %s.* %s\r\nPING\r\n" % (json.dumps(connect).encode(), self.inbox.encode(), REPLIES_SID)
+        )
+        self._await_pong(time.monotonic() + self.timeout)
 
-    def _info(self) -> dict[str, Any]:
-        line = self._line()
+    def _await_pong(self, deadline: float) -> None:
+        """Read until the PONG that answers CONNECT's PING: an -ERR before it means the server refused us."""
+        while True:
+            while self._parse() is not None:  # nothing can be addressed to a connection this new: dropped
+                pass
+            if self._pongs:
+                return
+            if time.monotonic() >= deadline:
+                raise nats.errors.TimeoutError
+            if self._readable(deadline):
+                self._fill(deadline)
+
+    def _server_info(self, deadline: float) -> dict[str, Any]:
+        while (end := self._buf.find(CRLF, self._start, self._end)) < 0:
+            self._fill(deadline)
+        line, self._start = bytes(self._view[self._start : end]), end + 2
         if not line.startswith(b"INFO "):
             raise nats.errors.ProtocolError
         return json.loads(line[5:])
 
-    def _line(self) -> bytes:
-        line = self.reader.readline(MAX_CONTROL_LINE)
-        if not line.endswith(CRLF):
-            raise nats.errors.ConnectionClosedError
-        return line[:-2]
+    # -- sending --
 
-    def _await_pong(self) -> None:
-        """Read until the PONG that answers CONNECT's PING: an -ERR before it means the server refused us."""
-        while (line := self._line()) != b"PONG":
-            self._control(line)
+    def send(self, *parts: bytes) -> None:
+        """Send one or more whole commands; a failure closes the connection (ConnectionClosedError)."""
+        try:
+            with self._send_lock:
+                self.sock.sendall(b"".join(parts))
+        except OSError as exc:
+            self.close()
+            raise nats.errors.ConnectionClosedError from exc
 
-    def _control(self, line: bytes) -> None:
-        if line == b"PING":
-            self.sock.sendall(b"PONG\r\n")
-        elif line.startswith(b"-ERR"):
-            raise nats.errors.Error(line[5:].decode(errors="replace").strip(" '"))
-
-    def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> Reply:
-        """Send ``data`` to ``subject`` and wait for the one reply."""
+    def publish(
+        self, subject: str, data: bytes = b"", *, reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         if len(data) > self.max_payload:
             raise nats.errors.MaxPayloadError
-        reply_to = f"{self.inbox}.{next(self._ids)}"
-        if headers:
-            head = HEADER_LINE + CRLF + b"".join(f"{k}: {v}".encode() + CRLF for k, v in headers.items()) + CRLF
-            line = b"HPUB %s %s %d %d\r\n" % (subject.encode(), reply_to.encode(), len(head), len(head) + len(data))
-            self.sock.sendall(b"".join((line, head, data, CRLF)))
-        else:
-            self.sock.sendall(
-                b"".join((b"PUB %s %s %d\r\n" % (subject.encode(), reply_to.encode(), len(data)), data, CRLF))
-            )
-        return self._reply(reply_to.encode())
+        target = f"{subject} {reply}".strip().encode()
+        if not headers:
+            self.send(b"PUB %s %d\r\n" % (target, len(data)), data, CRLF)
+            return
+        head = HEADER_LINE + CRLF + b"".join(f"{k}: {v}".encode() + CRLF for k, v in headers.items()) + CRLF
+        self.send(b"HPUB %s %d %d\r\n" % (target, len(head), len(head) + len(data)), head, data, CRLF)
 
-    def _reply(self, reply_to: bytes) -> Reply:
-        """The next message on ``reply_to``; replies to earlier requests that timed out are skipped."""
+    def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> Received:
+        """Send ``data`` to ``subject`` and wait for the one reply (replies to earlier requests are skipped)."""
+        reply_to = f"{self.inbox}.{next(self._ids)}"
+        self.publish(subject, data, reply=reply_to, headers=headers)
+        deadline = time.monotonic() + self.timeout
         while True:
-            line = self._line()
+            message = self.receive(deadline)
+            if message is None:
+                self.close()  # the reply may still come: this connection cannot tell it from the next one's
+                raise nats.errors.TimeoutError
+            if message.subject == reply_to:
+                return message
+
+    # -- receiving --
+
+    def receive(self, deadline: float | None) -> Received | None:
+        """The next message (pings answered, errors raised on the way), or None once ``deadline`` passes."""
+        while True:
+            message = self._parse()
+            if message is not None:
+                return message
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if self._readable(deadline):
+                self._fill(deadline)
+
+    def _parse(self) -> Received | None:
+        """A whole message from what was received (control lines handled on the way), or None for more bytes."""
+        while (end := self._buf.find(CRLF, self._start, self._end)) >= 0:
+            line = bytes(self._view[self._start : end])
             if not line.startswith((b"MSG ", b"HMSG ")):
+                self._start = end + 2
                 self._control(line)
                 continue
             parts = line.split()
-            size, head_size = int(parts[-1]), int(parts[-2]) if parts[0] == b"HMSG" else 0
-            body = self.reader.read(size + 2)[:-2]
-            if len(body) != size:
-                raise nats.errors.ConnectionClosedError
-            if parts[1] == reply_to:
-                return Reply(body[head_size:], *_headers(body[:head_size]))
+            size, head_size = int(parts[-1]), (int(parts[-2]) if parts[0] == b"HMSG" else 0)
+            stop = end + 2 + size + 2
+            if stop > self._end:
+                self._make_room(stop - self._start)
+                return None
+            body = bytes(self._view[end + 2 : end + 2 + size])
+            self._start = stop
+            reply = parts[3].decode() if len(parts) == (6 if parts[0] == b"HMSG" else 5) else ""
+            return Received(parts[1].decode(), reply, body[head_size:], *_headers(body[:head_size]))
+        if self._end - self._start > MAX_CONTROL_LINE:
+            raise nats.errors.ProtocolError
+        return None
+
+    def _control(self, line: bytes) -> None:
+        if line == b"PING":
+            self.send(b"PONG\r\n")
+        elif line == b"PONG":
+            self._pongs += 1
+        elif line.startswith(b"-ERR"):
+            self.close()
+            raise nats.errors.Error(line[5:].decode(errors="replace").strip(" '"))
+
+    def _readable(self, deadline: float | None) -> bool:
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+        return bool(poller.poll(timeout))
+
+    def _fill(self, deadline: float | None) -> None:
+        """Receive what the socket has; EOF and errors close the connection (ConnectionClosedError)."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        if self._end == len(self._buf):
+            self._make_room(len(self._buf) - self._start + 1)
+        try:
+            received = self.sock.recv_into(self._view[self._end :])
+        except OSError as exc:
+            self.close()
+            raise nats.errors.ConnectionClosedError from exc
+        if received == 0:
+            self.close()
+            raise nats.errors.ConnectionClosedError
+        self._end += received
+
+    def _make_room(self, needed: int) -> None:
+        """Make the buffer hold ``needed`` bytes from ``_start``: move what is pending to the front, or grow."""
+        if self._start + needed <= len(self._buf):
+            return
+        pending = self._end - self._start
+        if needed > len(self._buf):
+            grown = bytearray(max(needed, 2 * len(self._buf)))
+            grown[:pending] = self._view[self._start : self._end]
+            self._view.release()
+            self._buf, self._view = grown, memoryview(grown)
+        else:
+            self._view[:pending] = self._view[self._start : self._end]
+        self._start, self._end = 0, pending
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self.reader.close()
             self.sock.close()
 
 
@@ -141,7 +247,8 @@ def _headers(head: bytes) -> tuple[str | None, dict[str, str]]:
 
 
 class Wire:
-    """Synchronous requests to the first of ``servers`` that answers, over pooled connections.
+    """Synchronous requests to the first of ``servers`` that answers, over pooled connections; and connections
+    of their own for consumers (``connect``).
 
     A thread takes an idle connection (or makes one), sends its request, reads the reply and gives the connection
     back, so there are as many connections as requests ever ran at once. A connection that fails is dropped; the
@@ -155,9 +262,10 @@ class Wire:
         self.timeout = timeout
         self._idle: queue.LifoQueue[WireConnection] = queue.LifoQueue()
         self._next_server = itertools.count()
-        self._closed = threading.Event()
+        self._made: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every connection still open
+        self.closed = threading.Event()
 
-    def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> Reply:
+    def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> Received:
         """Raises NoRespondersError when nothing listens on ``subject``, nats-py's errors for a failed connection.
 
         An idle connection the server dropped meanwhile (it restarted, or closed it after unanswered pings) is
@@ -166,7 +274,7 @@ class Wire:
         if connection is not None:
             with contextlib.suppress(_Dropped):
                 return self._answer(connection, self._send(connection, subject, data, headers, idle=True))
-        connection = self._connect()
+        connection = self.connect()
         return self._answer(connection, self._send(connection, subject, data, headers))
 
     def _send(
@@ -177,16 +285,16 @@ class Wire:
         headers: dict[str, str] | None,
         *,
         idle: bool = False,
-    ) -> Reply:
+    ) -> Received:
         try:
             return connection.request(subject, data, headers)
         except (OSError, nats.errors.Error) as exc:
             connection.close()
-            if idle and _dropped(exc):
+            if idle and isinstance(exc, nats.errors.ConnectionClosedError):
                 raise _Dropped from exc
             raise _translated(exc) from exc
 
-    def _answer(self, connection: WireConnection, reply: Reply) -> Reply:
+    def _answer(self, connection: WireConnection, reply: Received) -> Received:
         """Give ``connection`` back; ``reply``, unless it says nothing listens on the subject."""
         self._give_back(connection)
         if reply.status == NO_RESPONDERS:
@@ -195,51 +303,48 @@ class Wire:
 
     def max_payload(self) -> int:
         """The server's largest message, as its INFO says."""
-        connection = self._idle_connection() or self._connect()
+        connection = self._idle_connection() or self.connect()
         self._give_back(connection)
         return connection.max_payload
 
+    def _give_back(self, connection: WireConnection) -> None:
+        self._idle.put(connection)
+        if self.closed.is_set():  # closed while it was in use
+            connection.close()
+
     def _idle_connection(self) -> WireConnection | None:
-        if self._closed.is_set():
+        if self.closed.is_set():
             raise nats.errors.ConnectionClosedError
         try:
             return self._idle.get_nowait()
         except queue.Empty:
             return None
 
-    def _connect(self) -> WireConnection:
-        """A new connection, to the next server of the list that answers."""
+    def connect(self) -> WireConnection:
+        """A new connection, to the next server of the list that answers (a consumer keeps its own)."""
+        if self.closed.is_set():
+            raise nats.errors.ConnectionClosedError
         failure: Exception = nats.errors.NoServersError()
         for _ in self.servers:
             server = self.servers[next(self._next_server) % len(self.servers)]
             try:
-                return WireConnection(server, name=self.name, timeout=self.timeout)
+                connection = WireConnection(server, name=self.name, timeout=self.timeout)
             except (OSError, ValueError, nats.errors.Error) as exc:
                 failure = _translated(exc)
+                continue
+            self._made.add(connection)
+            return connection
         raise failure
 
-    def _give_back(self, connection: WireConnection) -> None:
-        self._idle.put(connection)
-        if self._closed.is_set():
-            self.close()
-
     def close(self) -> None:
-        """Close the idle connections; one in use is closed when it comes back."""
-        self._closed.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._idle.get_nowait().close()
+        """Close every connection, consumers' included: what they were doing fails as on a lost connection."""
+        self.closed.set()
+        for connection in list(self._made):
+            connection.close()
 
 
 class _Dropped(Exception):
     """An idle connection turned out closed: worth one more try on a new one."""
-
-
-def _dropped(exc: Exception) -> bool:
-    """The connection was closed under us (not a timeout: a request that timed out may have been done)."""
-    return isinstance(exc, nats.errors.ConnectionClosedError) or (
-        isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
-    )
 
 
 def _translated(exc: Exception) -> Exception:
