@@ -107,14 +107,14 @@ class Flow(ABC):
         newer report replaces an older one whole, it is never merged."""
         self.counts.report(stream, {**fields, "at": time.time()})
 
+    @abstractmethod
     def write_reports(self, reports: Reports) -> None:
         """Make each of ``reports`` its stream's latest state where it is newer (its ``at``) than the one kept;
         raise to keep them for the next try."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no reports")
 
+    @abstractmethod
     def reports(self) -> Reports:
         """Every stream's latest state, including what this process had not written yet."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no reports")
 
     def close(self) -> None:
         """Write the remaining counts and stop background work; the bus closes the connection after."""

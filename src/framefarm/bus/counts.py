@@ -60,7 +60,7 @@ class BatchedCounts:
     def report(self, stream: str, fields: dict[str, Any]) -> None:
         """Make ``fields`` the stream's latest state, replacing any report not written yet."""
         if self._write_reports is None:
-            raise NotImplementedError(f"{self._name} keeps no reports")
+            raise TypeError(f"{self._name} was made without write_reports: it cannot keep reports")
         with self._lock:
             self._reports[stream] = fields
             self._start_timer()
