@@ -19,9 +19,10 @@ as ratios of the baseline's, then the machine:
 The CPU each process spent per message shows what limits the rate: the worker (one Python process, so at
 most one core of Python), or all three together against the machine's cores (a ceiling is the lower of
 cores / total and 1 / the busiest process). Server CPU is counted for the servers the benchmark started
-itself (none with --url). With ``--rounds N`` the baseline and every broker are measured N times in turn and
-each figure is the median over the rounds, each ratio the median of the rounds' own ratios: on a machine
-shared with other work, load that comes and goes then weighs on a broker and its baseline alike.
+itself (none with --url). A round measures every frame run (baseline and brokers back to back), then every tiny
+run, every other round in reverse order. With ``--rounds N`` each figure is the median over N rounds and each
+ratio the median of the rounds' own ratios: on a machine shared with other work, load that comes and goes
+then weighs on a broker and its baseline alike.
 """
 
 from __future__ import annotations
@@ -222,16 +223,20 @@ def _median(runs: list[Run]) -> Run:
     return Run(statistics.median(run.per_s for run in runs), cpu)
 
 
-def _round(urls: dict[str, str], redis_url: str, args: argparse.Namespace, frame: bytes) -> dict[str, Rates]:
-    """The baseline's rates, then every broker's, measured once."""
-    rates = {
-        BASELINE: Rates(
-            measure(redis_url, args.frames, frame, baseline=True), measure(redis_url, args.tiny, None, baseline=True)
-        )
-    }
-    for name, url in urls.items():
-        rates[name] = Rates(measure(url, args.frames, frame), measure(url, args.tiny, None))
-    return rates
+def _round(
+    urls: dict[str, str], redis_url: str, args: argparse.Namespace, frame: bytes, index: int
+) -> dict[str, Rates]:
+    """The baseline's rates and every broker's, measured once: all the frame runs, then all the tiny ones, so that
+    each broker is measured close in time to its baseline; every other round in reverse order, so that load that
+    grows or fades during a round weighs on both sides alike."""
+    order = [(BASELINE, redis_url), *urls.items()]
+    if index % 2:
+        order.reverse()
+    runs = {}
+    for count, payload in ((args.frames, frame), (args.tiny, None)):
+        for name, url in order:
+            runs[name, payload is None] = measure(url, count, payload, baseline=name == BASELINE)
+    return {name: Rates(runs[name, False], runs[name, True]) for name, _ in order}
 
 
 def _ratios(rounds: list[dict[str, Rates]], name: str) -> str:
@@ -275,8 +280,8 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ffbus-") as tmp:
         urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp), BROKERS)
         redis_url = urls.get("redis") or _servers(stack, Path(tmp), ("redis",))["redis"]
-        rounds = [_round(urls, redis_url, args, frame) for _ in range(args.rounds)]
-    for name in rounds[0]:
+        rounds = [_round(urls, redis_url, args, frame, index) for index in range(args.rounds)]
+    for name in [BASELINE, *urls]:
         frames, tiny = (_median([r[name][i] for r in rounds]) for i in range(2))
         label = f"baseline={name}" if name == BASELINE else f"broker={name} {_ratios(rounds, name)}"
         print(f"{label} {_rates(frames, tiny)}", flush=True)
