@@ -267,11 +267,11 @@ class LiveInput(Input[LO]):
         while not stop.is_set():
             captured = session.wait(min(ROOM_POLL_S * 10, stall_timeout - session.stalled_for()))
             self.state.tick()
+            if captured is None and session.ended:
+                return self._ended(session)
+            if session.stalled_for() >= stall_timeout:  # also while a frame waits for room: it is that old
+                raise SourceStalled(f"no frame for {stall_timeout:g}s from {self.source}")
             if captured is None:
-                if session.ended:
-                    return self._ended(session)
-                if session.stalled_for() >= stall_timeout:
-                    raise SourceStalled(f"no frame for {stall_timeout:g}s from {self.source}")
                 continue
             if not self._room():
                 session.full = True

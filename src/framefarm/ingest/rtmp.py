@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..config import registry
-from ..config.urls import redact_url
+from ..config.urls import MASK, redact_url
 from ..errors import SourceUnavailable
 from .avstream import US, AvStream, AvStreamOptions, NoPeer
 from .live import Captured, Session
@@ -49,6 +49,10 @@ class RtmpOptions(AvStreamOptions):
 class Rtmp(AvStream[RtmpOptions]):
     @property
     def source(self) -> str:
+        """The URL without its password; a listener's without its stream key too, which is what lets anyone
+        who knows it push into the pipeline."""
+        if self.options.listen:
+            return self.options.listen.rpartition("/")[0] + "/" + MASK
         return redact_url(self.url())
 
     def url(self) -> str:
