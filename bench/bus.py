@@ -3,6 +3,7 @@
     python bench/bus.py                      # starts redis-server, nats-server and nsqd itself
     python bench/bus.py --url redis://127.0.0.1:6379/0 --url nats://127.0.0.1:4222
     python bench/bus.py --rounds 3           # everything three times, interleaved; medians
+    python bench/bus.py --gogc 400           # the Go servers (nats-server, nsqd) collect garbage less often
 
 For each broker, two figures: 100 KB frames (put into the frame store, message sent; the worker fetches
 the frame, releases it and acks) and tiny messages (message only). First the baseline, measured in the same
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -275,7 +277,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--tiny", type=int, default=TINY)
     parser.add_argument("--rounds", type=int, default=1, help="measure everything this many times; print medians")
+    parser.add_argument(
+        "--gogc", type=int, help="GOGC for the Go servers the bench starts (nats-server, nsqd); default: Go's own (100)"
+    )
     args = parser.parse_args()
+    if args.gogc is not None:
+        os.environ["GOGC"] = str(args.gogc)  # inherited by the servers started below
     frame = bytes(range(256)) * (FRAME_BYTES // 256)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ffbus-") as tmp:
         urls = {urlsplit(u).scheme: u for u in args.url} if args.url else _servers(stack, Path(tmp), BROKERS)
@@ -287,7 +294,7 @@ def main() -> None:
         print(f"{label} {_rates(frames, tiny)}", flush=True)
     print(
         f"frame={FRAME_BYTES} bytes, worker threads={WORKER_THREADS}, prefetch={PREFETCH}, rounds={args.rounds}, "
-        f"cpu: {cpu_model()}, cores={usable_cores()}"
+        f"GOGC={os.environ.get('GOGC', 'default')}, cpu: {cpu_model()}, cores={usable_cores()}"
     )
 
 
