@@ -37,6 +37,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 DEFAULT_CONFIG = "pipeline.yaml"
 SIGNALS = ("reload", "stop", "quit", "reopen")
+UPGRADE_LOG = "embedded-broker-upgrade.log"  # the server that carries an older version's snapshot into the AOF
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,7 +149,7 @@ def check_connection(pipeline: Pipeline) -> None:
 
 def cmd_start(config: Path, args: argparse.Namespace) -> int:
     """Start, after stopping whatever an earlier run of the runtime dir left running (see leftovers) and
-    moving an older framefarm's broker snapshot into the append-only file (see broker_files)."""
+    leaving the embedded broker nothing older than its last state to load (see broker_files)."""
     pipeline = load(config)
     layout = Layout(pipeline.runtime_dir)
     master = Master(layout)
@@ -157,8 +158,8 @@ def cmd_start(config: Path, args: argparse.Namespace) -> int:
     _say(leftovers.clear(layout, pipeline.service.stop_timeout + STOP_GRACE_S))
     render(pipeline, args.role)
     prune_snapshots(layout)
-    if not pipeline.service.broker and pipeline.service.persist:
-        _say([broker_files.upgrade_snapshot(layout.root, layout.logs / "embedded-broker-upgrade.log")])
+    if not pipeline.service.broker:
+        _say(broker_files.before_start(layout.root, pipeline.service.persist, layout.logs / UPGRADE_LOG))
     if not args.foreground:
         print(f"starting {len(pipeline.modules)} modules; logs in {layout.logs}")
     master.start(foreground=args.foreground)
@@ -166,8 +167,8 @@ def cmd_start(config: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _say(lines: list[str | None]) -> None:
-    for line in filter(None, lines):
+def _say(lines: list[str]) -> None:
+    for line in lines:
         print(f"pipectl: {line}", file=sys.stderr)
 
 

@@ -2,7 +2,7 @@
 
 They hold frames (pictures from the inputs), so the folder is 0700 and the files 0600 (the server itself runs
 with umask 077, see render). What the server loads at start must be the newest state it had: the AOF. Two kinds
-of file could bring older state back, and both are dealt with before the server starts:
+of file could bring older state back, and both are dealt with before the server starts (``before_start``):
 
 - ``queues.rdb``, the snapshot an older framefarm wrote at ``-s stop``. Where no AOF exists yet it is what the
   last stop queued: it is turned into the AOF once (a server loads it and rewrites it as the AOF), then
@@ -33,14 +33,21 @@ UPGRADE_TIMEOUT_S = 120.0
 POLL_S = 0.05
 
 
-def prepare(runtime_dir: Path, persist: bool) -> list[str]:
-    """Create the data folder owner-only, make what is in it owner-only, and remove what must not be loaded
-    without ``persist``; return what was removed, for the log."""
+def make_private(runtime_dir: Path) -> None:
+    """Create the data folder owner-only, and make what is already in it owner-only (an older framefarm's
+    snapshot was 0644)."""
     folder = embedded.data_dir(runtime_dir)
     folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     _make_private(folder)
+
+
+def before_start(runtime_dir: Path, persist: bool, log: Path) -> list[str]:
+    """Leave the data folder holding nothing older than the broker's last state, before it starts (and only
+    then: a running broker's AOF is never touched). Return what was done, for the log; ``log`` takes the
+    output of the server that converts an older snapshot."""
+    folder = embedded.data_dir(runtime_dir)
     if persist:
-        return []
+        return [line for line in [upgrade_snapshot(runtime_dir, log)] if line]
     removed = []
     for stale in (folder / embedded.AOF_DIR, folder / embedded.SNAPSHOT_NAME):
         if stale.exists():
@@ -50,8 +57,7 @@ def prepare(runtime_dir: Path, persist: bool) -> list[str]:
 
 
 def upgrade_snapshot(runtime_dir: Path, log: Path) -> str | None:
-    """Deal with an older framefarm's ``queues.rdb`` (see the module's docstring); say what was done. ``log``
-    takes the output of the server that converts it."""
+    """Deal with an older framefarm's ``queues.rdb`` (see the module's docstring); say what was done."""
     folder = embedded.data_dir(runtime_dir)
     snapshot, aof = folder / embedded.SNAPSHOT_NAME, folder / embedded.AOF_DIR
     if not snapshot.exists():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -30,8 +29,6 @@ ROLES = {
 SOCKET_NAME = "supervisor.sock"
 LOGFILE_EXPANSIONS = 2  # supervisord expands %(...)s in a program's stdout_logfile twice
 APPENDONLY = re.compile(r" --appendonly (yes|no) ")  # in the broker's command= line
-
-log = logging.getLogger("framefarm.pipectl")
 
 
 @dataclass(frozen=True)
@@ -132,8 +129,7 @@ def render(pipeline: Pipeline, role: str = "all", persist: bool | None = None) -
     sections = [_header(pipeline, layout)]
     if not pipeline.service.broker:
         persist = pipeline.service.persist if persist is None else persist
-        for done in broker_files.prepare(layout.root, persist):
-            log.warning("%s", done)
+        broker_files.make_private(layout.root)
         command = ini.command(embedded.server_args(layout.root, persist))
         broker = _program(BROKER_PROGRAM, command, PRIORITY["broker"], layout, stopwait=BROKER_STOPWAIT_S)
         sections.append(broker + f"umask={broker_files.SERVER_UMASK:03o}\n")
