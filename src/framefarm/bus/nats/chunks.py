@@ -21,7 +21,7 @@ from ..base import NAMESPACE
 from .jetstream import token
 from .link import NatsLink
 from .subjectmap import SubjectMap
-from .wire import Reply
+from .wire import Received
 
 HEADER_ROOM = 4096  # bytes of the server's max payload left for headers when a frame is split into chunks
 EXPIRES = "Framefarm-Expires"
@@ -50,7 +50,7 @@ class KeyMemory:
             return self._keys.pop(key, 0) is None
 
 
-def _expired(msg: Reply) -> bool:
+def _expired(msg: Received) -> bool:
     deadline = msg.headers.get(EXPIRES)
     return deadline is not None and time.time() > float(deadline)
 

@@ -27,7 +27,7 @@ from nats.js.api import StorageType, StreamConfig
 from ...errors import BusError
 from .jetstream import TRANSIENT_ERRORS, ensure_stream, publish_from_thread, run_for_store
 from .link import NatsLink
-from .wire import Reply
+from .wire import Received
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def store_errors() -> Iterator[None]:
         raise BusError(f"NATS refused the request: {exc!r}") from exc
 
 
-def sequence(msg: Reply) -> int:
+def sequence(msg: Received) -> int:
     """The stream sequence of a message read with a direct get."""
     return int(msg.headers.get("Nats-Sequence", 0))
 
@@ -98,7 +98,7 @@ class SubjectMap:
             self._ready = False
             raise
 
-    def get(self, subject: str) -> Reply | None:
+    def get(self, subject: str) -> Received | None:
         """The latest message on ``subject``, None when there is none."""
         with self._declared():
             msg = self.link.wire.request(f"$JS.API.DIRECT.GET.{self.name}.{subject}", b"")
