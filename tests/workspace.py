@@ -141,9 +141,9 @@ def exited(pid: int) -> bool:
 
 
 def broker_processes(root: Path) -> list[str]:
-    """Command lines of embedded brokers serving the socket under ``root`` (still running)."""
+    """Embedded brokers serving the socket under ``root`` (still running): pid, parent, state, command line."""
     socket = str(root / "run" / "broker.sock")
-    out = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ewwo", "pid,ppid,stat,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if socket in line and "framefarm.runner" not in line]
 
 
