@@ -10,7 +10,6 @@ launches a second set beside them (two inputs on one folder, two brokers on one 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -27,7 +26,7 @@ def die_with_parent(signum: int = signal.SIGTERM) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     parent = os.getppid()
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols hold libc's prctl; no ldconfig fork
     if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         return False
     if parent == 1 or os.getppid() != parent:
