@@ -71,6 +71,7 @@ pipeline:
     - <<: *camera
       alias: second
       tag: cam.b
+      path: in/b
   processors:
     - name: yolo
       model: {MODEL}
@@ -84,14 +85,16 @@ pipeline:
 
 
 def test_merge_keys_merge_with_own_keys_winning_and_first_merged_mapping_winning(tmp_path: Path) -> None:
+    (tmp_path / "in" / "b").mkdir(parents=True)  # two inputs may not watch one folder
     pipeline = load_pipeline(write(tmp_path, MERGED), {})
     second = pipeline.module("second").options
-    assert (second.tag, second.path, second.settle) == ("cam.b", Path("in"), 2.0)
+    assert (second.tag, second.path, second.settle) == ("cam.b", Path("in/b"), 2.0)
     raw = pipeline.module("raw").options
     assert (raw.path, raw.save_image) == (Path("out"), "raw")  # *files comes first in the list, so it wins
 
 
 def test_a_mistake_in_a_merged_mapping_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "in" / "b").mkdir(parents=True)
     found = problems(write(tmp_path, MERGED.replace("      settle: 2s", "      settle: soon")))
     assert len(found) == 2, found
     assert found[0].startswith("pipeline.yaml:9: pipeline.inputs[0].settle: "), found
