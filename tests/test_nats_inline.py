@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -230,7 +231,33 @@ def test_the_wire_sends_the_credentials_of_the_url(tmp_path: Path) -> None:
             assert bus.flow.next_seq("cam") == 1
         finally:
             bus.close()
-        wire = Wire([f"nats://cam:wrong@127.0.0.1:{port}"], name="test", timeout=2)
+        wire = Wire([f"nats://cam:wrong@127.0.0.1:{port}"], name="test", timeout=2, reconnect_wait=0.2)
         with pytest.raises(nats.errors.Error, match=r"[Aa]uthorization"):
             wire.request("framefarm.q.q", b"{}")
         wire.close()
+
+
+def test_a_publish_made_while_the_server_restarts_waits_for_it(tmp_path: Path) -> None:
+    """As nats-py's requests ride through a short restart, so do the wire's: a message sent while the server is
+    down goes out once it is back (a retry lost there would lose its frame: Dramatiq acks the original)."""
+    port, back, stop = free_port(), threading.Event(), threading.Event()
+    with nats_server(tmp_path, port) as url:
+        bus = NatsBus(url, ServiceOptions(broker=url), ack_wait=ACK_WAIT_S, reconnect_wait=0.2)
+        bus.send("q", {"i": 1})
+
+    def restart_soon() -> None:
+        time.sleep(1.0)
+        with nats_server(tmp_path, port):
+            back.set()
+            stop.wait(30)
+
+    server = threading.Thread(target=restart_soon)
+    server.start()
+    try:
+        bus.send("q", {"i": 2})  # the server is down for about a second: the send waits for it
+        assert back.is_set()
+        assert bus.pending("q") == 2
+    finally:
+        stop.set()
+        server.join()
+        bus.close()

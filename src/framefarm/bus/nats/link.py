@@ -58,7 +58,7 @@ class NatsLink:
         self._js: JetStreamContext | None = None
         self._connecting = asyncio.Lock()
         self._closed = False
-        self.wire = Wire(servers, name=name, timeout=timeout)
+        self.wire = Wire(servers, name=name, timeout=timeout, reconnect_wait=reconnect_wait)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and return its result; raises what it raises (TimeoutError past the timeout)."""

@@ -256,10 +256,11 @@ class Wire:
     as it would after a failure of the link; the next request connects again.
     """
 
-    def __init__(self, servers: list[str], *, name: str, timeout: float) -> None:
+    def __init__(self, servers: list[str], *, name: str, timeout: float, reconnect_wait: float) -> None:
         self.servers = servers
         self.name = name
         self.timeout = timeout
+        self.reconnect_wait = reconnect_wait
         self._idle: queue.LifoQueue[WireConnection] = queue.LifoQueue()
         self._next_server = itertools.count()
         self._made: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every connection still open
@@ -268,13 +269,23 @@ class Wire:
     def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> Received:
         """Raises NoRespondersError when nothing listens on ``subject``, nats-py's errors for a failed connection.
 
-        An idle connection the server dropped meanwhile (it restarted, or closed it after unanswered pings) is
-        found out by this request: it is sent again, once, on a new connection."""
+        Requests ride through a short server restart, as nats-py's do: an idle connection the server dropped
+        meanwhile (it restarted, or closed it after unanswered pings) is found out by the request, which is sent
+        again on a new connection; while no server answers, or nothing listens yet (JetStream still loading its
+        streams), it is tried again every ``reconnect_wait`` until its timeout is spent."""
+        deadline = time.monotonic() + self.timeout
+        while (reply := self._request_once(subject, data, headers, deadline)).status == NO_RESPONDERS:
+            if time.monotonic() + self.reconnect_wait > deadline:
+                raise nats.errors.NoRespondersError
+            self.closed.wait(self.reconnect_wait)
+        return reply
+
+    def _request_once(self, subject: str, data: bytes, headers: dict[str, str] | None, deadline: float) -> Received:
         connection = self._idle_connection()
         if connection is not None:
             with contextlib.suppress(_Dropped):
                 return self._answer(connection, self._send(connection, subject, data, headers, idle=True))
-        connection = self.connect()
+        connection = self.connect(deadline)
         return self._answer(connection, self._send(connection, subject, data, headers))
 
     def _send(
@@ -295,10 +306,7 @@ class Wire:
             raise _translated(exc) from exc
 
     def _answer(self, connection: WireConnection, reply: Received) -> Received:
-        """Give ``connection`` back; ``reply``, unless it says nothing listens on the subject."""
         self._give_back(connection)
-        if reply.status == NO_RESPONDERS:
-            raise nats.errors.NoRespondersError
         return reply
 
     def max_payload(self) -> int:
@@ -320,21 +328,25 @@ class Wire:
         except queue.Empty:
             return None
 
-    def connect(self) -> WireConnection:
-        """A new connection, to the next server of the list that answers (a consumer keeps its own)."""
-        if self.closed.is_set():
-            raise nats.errors.ConnectionClosedError
-        failure: Exception = nats.errors.NoServersError()
-        for _ in self.servers:
-            server = self.servers[next(self._next_server) % len(self.servers)]
-            try:
-                connection = WireConnection(server, name=self.name, timeout=self.timeout)
-            except (OSError, ValueError, nats.errors.Error) as exc:
-                failure = _translated(exc)
-                continue
-            self._made.add(connection)
-            return connection
-        raise failure
+    def connect(self, deadline: float | None = None) -> WireConnection:
+        """A new connection, to the next server of the list that answers (a consumer keeps its own); while none
+        does, try again every ``reconnect_wait`` until ``deadline`` (monotonic; None: one round of the list)."""
+        while True:
+            if self.closed.is_set():
+                raise nats.errors.ConnectionClosedError
+            failure: Exception = nats.errors.NoServersError()
+            for _ in self.servers:
+                server = self.servers[next(self._next_server) % len(self.servers)]
+                try:
+                    connection = WireConnection(server, name=self.name, timeout=self.timeout)
+                except (OSError, ValueError, nats.errors.Error) as exc:
+                    failure = _translated(exc)
+                    continue
+                self._made.add(connection)
+                return connection
+            if deadline is None or time.monotonic() + self.reconnect_wait > deadline:
+                raise failure
+            self.closed.wait(self.reconnect_wait)
 
     def close(self) -> None:
         """Close every connection, consumers' included: what they were doing fails as on a lost connection."""
