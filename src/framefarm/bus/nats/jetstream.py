@@ -88,18 +88,9 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
         return await js.stream_info(config.name)
 
 
-async def publish(link: NatsLink, subject: str, data: bytes, headers: dict[str, str] | None = None) -> int:
-    """A JetStream publish, acknowledged by the server; the stream sequence. Lighter than nats-py's."""
-    nc = await link.client()
-    try:
-        reply = await nc.request(subject, data, timeout=link.timeout, headers=headers)
-    except nats.errors.NoRespondersError as exc:  # no stream takes the subject
-        raise nats.js.errors.NoStreamResponseError from exc
-    return _stream_sequence(reply.data)
-
-
 def publish_from_thread(wire: Wire, subject: str, data: bytes, headers: dict[str, str] | None = None) -> int:
-    """``publish`` over the synchronous wire, for a thread that would otherwise wait on the loop for it."""
+    """A JetStream publish, acknowledged by the server, over the synchronous wire from the calling thread; the
+    stream sequence."""
     try:
         reply = wire.request(subject, data, headers)
     except nats.errors.NoRespondersError as exc:
