@@ -18,7 +18,7 @@ from test_config_yaml import write_bytes
 
 from conftest import MEDIA
 from peers import Restartable, free_port, redis_server, wait_for
-from workspace import runner_processes
+from workspace import Workspace, runner_processes
 
 PORT_VARIABLE = "FRAMEFARM_TEST_REDIS_PORT"
 
@@ -88,6 +88,7 @@ def pipeline(tmp_path: Path, redis: tuple[Restartable, int]) -> Iterator[Pipelin
     yield started
     if not started.stopped():
         started.pipectl("-s", "stop", check=False)
+    Workspace(tmp_path).force_stop()  # whatever the test left (a file pipectl cannot read), nothing stays running
 
 
 def test_status_and_quit_use_the_variables_the_pipeline_was_started_with(pipeline: Pipeline) -> None:

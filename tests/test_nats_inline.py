@@ -17,12 +17,11 @@ from typing import Any
 import nats.errors
 import pytest
 
-from framefarm.bus.base import frame_key
+from framefarm.bus.base import FrameTooLarge, frame_key
 from framefarm.bus.nats import NatsBus
 from framefarm.bus.nats.broker import NatsConsumer, NatsMessage
 from framefarm.bus.nats.frames import MESSAGE_ROOM
 from framefarm.bus.nats.wire import Wire
-from framefarm.bus.nsq.frames import FrameTooLarge
 from framefarm.config.schema import ServiceOptions
 from framefarm.errors import FrameMissing
 from framefarm.message import FrameMessage

@@ -20,10 +20,11 @@ import pytest
 from dramatiq.errors import BrokerConnectionError
 
 from framefarm.bus import connect
+from framefarm.bus.base import FrameTooLarge
+from framefarm.bus.codec import decode, encode
 from framefarm.bus.nsq import NsqBus
-from framefarm.bus.nsq.broker import decode, encode
 from framefarm.bus.nsq.client import Subscription
-from framefarm.bus.nsq.frames import FrameTooLarge, InlineFrameStore
+from framefarm.bus.nsq.frames import InlineFrameStore
 from framefarm.bus.nsq.http import NsqEndpoints
 from framefarm.bus.nsq.protocol import MAX_NAME_LENGTH, nsq_name
 from framefarm.config.schema import ServiceOptions

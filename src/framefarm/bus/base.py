@@ -18,12 +18,15 @@ import dramatiq
 
 from ..config.schema import ServiceOptions
 from ..config.yamlpos import Loc
-from ..errors import BusError
+from ..errors import BadInput, BusError
 from ..message import FrameMessage
 from .counts import BatchedCounts, Deltas, Reports
 
 #: Every key, subject and stream framefarm creates on a broker starts with this.
 NAMESPACE = "framefarm"
+
+#: The message field that carries an inline frame's bytes (FrameMessage.frame).
+INLINE_FIELD = "frame"
 
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_MIN_BACKOFF_MS = 500
@@ -33,6 +36,10 @@ DEFAULT_MAX_BACKOFF_MS = 30_000
 def frame_key(stream: str) -> str:
     """A new, unique frame-store key for a frame of ``stream``."""
     return f"{NAMESPACE}:frame:{stream}:{uuid.uuid4().hex}"
+
+
+class FrameTooLarge(BadInput):
+    """An encoded frame is larger than ``frames.max_inline``: it cannot travel inside a message."""
 
 
 class FrameStore(ABC):

@@ -113,8 +113,9 @@ class ServiceOptions(StrictModel):
 
     @property
     def inline_frames(self) -> bool:
-        """Frames travel inside the messages: an NSQ broker (nsqd keeps no payloads) and no Redis frame store."""
-        return (self.broker or "").startswith("nsq://") and self.frames.inline
+        """Frames always travel inside the messages: ``frames.store: inline`` on any broker, or the broker's own
+        store on NSQ (nsqd keeps no payloads). NATS's own store takes frames inline only when they fit."""
+        return self.frames.store == "inline" or ((self.broker or "").startswith("nsq://") and self.frames.inline)
 
     @property
     def frame_format(self) -> str:

@@ -29,7 +29,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from ..nsq.broker import encode
+from ..codec import encode
 from .consumer import Delivery, NatsConsumer, NatsMessage
 from .jetstream import CONSUMER, TRANSIENT_ERRORS, ensure_stream, publish_from_thread, stream_name, subject_name
 

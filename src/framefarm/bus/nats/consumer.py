@@ -29,7 +29,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.errors import ConnectionClosed, DecodeError
 from nats.aio.msg import Msg
 
-from ..nsq.broker import decode, encode
+from ..codec import decode, encode
 from .jetstream import CONSUMER, stream_name
 from .wire import Received, Wire
 

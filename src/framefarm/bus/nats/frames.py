@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...message import FrameMessage
-from ..base import FrameStore
-from ..nsq.frames import INLINE_FIELD, FrameTooLarge
+from ..base import INLINE_FIELD, FrameStore, FrameTooLarge
 from .chunks import KeyMemory, StreamFrames
 from .flow import NatsFlow
 from .link import NatsLink

@@ -16,87 +16,25 @@ Mapping of Dramatiq onto NSQ:
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import time
 from collections.abc import Iterable
 from threading import Lock
-from typing import Any
 
 from dramatiq import Broker, Consumer, Message, MessageProxy
 from dramatiq.errors import BrokerConnectionError, DecodeError, QueueJoinTimeout
 from dramatiq.middleware import Middleware
 
+from ..codec import decode, encode
 from .client import Producer, Subscription
 from .http import NsqEndpoints, backlog, http_post
 from .protocol import RawMessage, nsq_name
 
 log = logging.getLogger(__name__)
 
-BINARY_MAGIC = b"FFB1"  # body = magic, header length, JSON header, then the bytes values in order
 DEAD_LETTER_SUFFIX = ".XQ"  # Dramatiq's name for a queue's dead letters
 MAX_DELIVERIES = 25  # a message redelivered this often (its workers keep dying on it) is dead-lettered
 JOIN_INTERVAL_MS = 100
-_BYTES_KEY = "__nsq_bytes__"
-_LENGTH = struct.Struct(">l")
-_BINARY = frozenset({bytes, bytearray, memoryview})
-_NESTED = _BINARY | {dict, list, tuple}  # the types _strip looks into; JSON scalars pass untouched
-
-
-def encode(message: Message) -> list[bytes]:
-    """The NSQ body of ``message`` as parts to send (the bytes values are not copied)."""
-    blobs: list[bytes] = []
-    fields = message.asdict()
-    fields["args"] = _strip(fields["args"], blobs)
-    fields["kwargs"] = _strip(fields["kwargs"], blobs)
-    if not blobs:
-        return [message.encode()]
-    header = json.dumps({"message": fields, "sizes": [len(b) for b in blobs]}, separators=(",", ":")).encode()
-    return [BINARY_MAGIC, _LENGTH.pack(len(header)), header, *blobs]
-
-
-def decode(body: bytes) -> Message:
-    """The message in an NSQ body written by ``encode`` (or by any Dramatiq JSON producer)."""
-    if not body.startswith(BINARY_MAGIC):
-        return Message.decode(body)
-    try:
-        start = 8 + _LENGTH.unpack_from(body, 4)[0]
-        header = json.loads(body[8:start])
-        blobs = []
-        for size in header["sizes"]:
-            blobs.append(body[start : start + size])
-            start += size
-        fields = header["message"]
-        fields["args"] = tuple(_restore(fields["args"], blobs))
-        fields["kwargs"] = _restore(fields["kwargs"], blobs)
-        return Message(**fields)
-    except (ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
-        raise DecodeError("Failed to decode message.", body, exc) from exc
-
-
-def _strip(value: Any, blobs: list[bytes]) -> Any:
-    """``value`` with every bytes value replaced by a marker, the bytes appended to ``blobs``."""
-    kind = type(value)
-    if kind in _BINARY:
-        blobs.append(value)
-        return {_BYTES_KEY: len(blobs) - 1}
-    if kind is dict:
-        return {k: _strip(v, blobs) if type(v) in _NESTED else v for k, v in value.items()}
-    if kind in (list, tuple):
-        return [_strip(v, blobs) if type(v) in _NESTED else v for v in value]
-    return value
-
-
-def _restore(value: Any, blobs: list[bytes]) -> Any:
-    """The inverse of ``_strip``."""
-    if type(value) is dict:
-        if len(value) == 1 and _BYTES_KEY in value:
-            return blobs[value[_BYTES_KEY]]
-        return {k: _restore(v, blobs) if type(v) in (dict, list) else v for k, v in value.items()}
-    if type(value) is list:
-        return [_restore(v, blobs) if type(v) in (dict, list) else v for v in value]
-    return value
 
 
 class NsqMessageProxy(MessageProxy):

@@ -5,16 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import BadInput, FrameMissing
-from ..base import FrameStore
+from ...errors import FrameMissing
+from ..base import INLINE_FIELD, FrameStore, FrameTooLarge
 from .flow import NsqFlow
-
-#: The message field that carries an inline frame's bytes (FrameMessage.frame).
-INLINE_FIELD = "frame"
-
-
-class FrameTooLarge(BadInput):
-    """An encoded frame is larger than ``frames.max_inline``: it cannot travel inside a message."""
 
 
 class InlineFrameStore(FrameStore):
