@@ -30,13 +30,14 @@ from urllib.parse import urlsplit
 
 import nats.errors
 
+from ..rxbuffer import ReceiveBuffer
+
 CRLF = b"\r\n"
 HEADER_LINE = b"NATS/1.0"
 DEFAULT_PORT = 4222
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 INBOX_PREFIX = "_INBOX.ff"
 MAX_CONTROL_LINE = 4096  # a longer line is not a NATS protocol line
-INITIAL_BUFFER_BYTES = 1 << 20  # grows to the largest message seen
 NO_RESPONDERS = "503"
 REPLIES_SID = b"1"  # a connection's subscription to its own reply inbox
 
@@ -49,7 +50,7 @@ class Received(NamedTuple):
     headers: dict[str, str]
 
 
-class WireConnection:
+class WireConnection(ReceiveBuffer):
     """One socket to one server. Any thread may send (a lock keeps commands whole); one thread at a time reads."""
 
     def __init__(self, server: str, *, name: str, timeout: float) -> None:
@@ -58,9 +59,7 @@ class WireConnection:
         self.inbox = f"{INBOX_PREFIX}.{secrets.token_hex(8)}"
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
-        self._buf = bytearray(INITIAL_BUFFER_BYTES)
-        self._view = memoryview(self._buf)
-        self._start = self._end = 0
+        super().__init__()
         self._pongs = 0
         self.sock: socket.socket = socket.create_connection(
             (url.hostname or "127.0.0.1", url.port or DEFAULT_PORT), timeout=timeout
@@ -207,20 +206,6 @@ class WireConnection:
             self.close()
             raise nats.errors.ConnectionClosedError
         self._end += received
-
-    def _make_room(self, needed: int) -> None:
-        """Make the buffer hold ``needed`` bytes from ``_start``: move what is pending to the front, or grow."""
-        if self._start + needed <= len(self._buf):
-            return
-        pending = self._end - self._start
-        if needed > len(self._buf):
-            grown = bytearray(max(needed, 2 * len(self._buf)))
-            grown[:pending] = self._view[self._start : self._end]
-            self._view.release()
-            self._buf, self._view = grown, memoryview(grown)
-        else:
-            self._view[:pending] = self._view[self._start : self._end]
-        self._start, self._end = 0, pending
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

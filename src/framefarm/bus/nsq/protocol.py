@@ -27,6 +27,7 @@ from typing import Any
 from dramatiq.errors import ConnectionClosed, ConnectionFailed
 
 from ...errors import BusError
+from ..rxbuffer import ReceiveBuffer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ FRAME_RESPONSE, FRAME_ERROR, FRAME_MESSAGE = 0, 1, 2
 HEARTBEAT = b"_heartbeat_"
 CONNECT_TIMEOUT_S = 5.0
 IO_TIMEOUT_S = 30.0  # a send or an awaited response slower than this means nsqd is gone
-INITIAL_BUFFER_BYTES = 1 << 20  # grows to the largest frame seen
 MAX_NAME_LENGTH = 64  # nsqd's limit on topic and channel names, "#ephemeral" included
 USER_AGENT = "framefarm-nsq/1"
 # Errors after which nsqd keeps the connection open (a late FIN/REQ/TOUCH for a message that timed out).
@@ -77,7 +77,7 @@ class RawMessage:
     conn: NsqConnection
 
 
-class NsqConnection:
+class NsqConnection(ReceiveBuffer):
     """One TCP connection to one nsqd. Socket errors surface as Dramatiq's ConnectionClosed."""
 
     def __init__(self, host: str, port: int, *, heartbeats: bool = True, msg_timeout_ms: int | None = None) -> None:
@@ -88,9 +88,7 @@ class NsqConnection:
         self.closed = True
         self._sock: socket.socket | None = None
         self._send_lock = Lock()
-        self._buf = bytearray(INITIAL_BUFFER_BYTES)
-        self._view = memoryview(self._buf)
-        self._start = self._end = 0
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"<NsqConnection {self.host}:{self.port}{' closed' if self.closed else ''}>"
@@ -225,20 +223,6 @@ class NsqConnection:
         if received == 0:
             raise self._lost(None)
         self._end += received
-
-    def _make_room(self, frame_bytes: int) -> None:
-        """Make the buffer hold ``frame_bytes`` from ``_start``: move the partial frame to the front, or grow."""
-        if self._start + frame_bytes <= len(self._buf):
-            return
-        pending = self._end - self._start
-        if frame_bytes > len(self._buf):
-            grown = bytearray(max(frame_bytes, 2 * len(self._buf)))
-            grown[:pending] = self._view[self._start : self._end]
-            self._view.release()
-            self._buf, self._view = grown, memoryview(grown)
-        else:
-            self._view[:pending] = self._view[self._start : self._end]
-        self._start, self._end = 0, pending
 
     def _lost(self, exc: BaseException | None) -> ConnectionClosed:
         self.close()
