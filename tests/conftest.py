@@ -28,6 +28,13 @@ load_kinds()
 
 
 @pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    """A nats-server with JetStream of the test's own."""
+    with nats_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     with redis_server(tmp_path) as url:
         yield url

@@ -33,12 +33,6 @@ FAST_RECONNECT_S = 0.2
 
 
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    with nats_server(tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
 def make_bus(nats_url: str) -> Iterator[Callable[..., NatsBus]]:
     """Buses on the test's server, each its own connection, all closed at teardown."""
     buses: list[NatsBus] = []

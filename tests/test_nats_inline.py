@@ -35,12 +35,6 @@ LARGE_BYTES = 2_500_000  # over the default max payload: only the frames stream 
 
 
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    with nats_server(tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
 def make_bus(nats_url: str) -> Iterator[Callable[..., NatsBus]]:
     """Buses on the test's server (each a process of its own), all closed at teardown."""
     buses: list[NatsBus] = []
