@@ -66,7 +66,9 @@ class Publisher:
     """Stores a frame's bytes and sends its message to the first stage of its route.
 
     Live inputs drop a frame (and count it) when the stream already has ``max_in_flight`` frames in the
-    pipeline; lossless (file) inputs wait instead, so nothing is lost and memory stays bounded.
+    pipeline; lossless (file) inputs wait instead, so nothing is lost and memory stays bounded. A caller that must
+    answer at once (an upload) is a live input: False means "full", and it says so to its client. It may choose the
+    frame's key (to give its client an id) and a tag other than its input's (routed like that tag's frames).
     """
 
     def __init__(self, ctx: ModuleContext[InputOptions]) -> None:
@@ -76,6 +78,7 @@ class Publisher:
         self.ttl = ctx.service.frames.lossless_ttl if self.lossless else ctx.service.frames.ttl
         self.first_hop = ctx.routes.first_hop(self.options.tag)
         self.refs = len(ctx.routes.outputs_for(self.options.tag))
+        self.routes: dict[str, tuple[list[str], int]] = {self.options.tag: (self.first_hop, self.refs)}
         self.published = 0  # frames put on the bus by this process: progress, for the reconnect backoff
 
     def publish(
@@ -91,10 +94,13 @@ class Publisher:
         frame_index: int | None = None,
         captured_at: float | None = None,
         scale: float = 1.0,
+        key: str | None = None,
+        tag: str | None = None,
     ) -> bool:
         """Put one encoded frame on the bus; False when it was dropped (live) or ``stop`` came first."""
         bus, alias = self.ctx.bus, self.ctx.alias
-        key = frame_key(alias)
+        key = key or frame_key(alias)
+        first_hop, refs = self.route(tag or self.options.tag)
         bus.flow.count(alias, counters.FRAMES_IN)
         while not bus.flow.admit(alias, key, limit=self.options.max_in_flight, ttl=self.ttl):
             if not self.lossless:
@@ -104,7 +110,7 @@ class Publisher:
                 return False
         captured_at = captured_at or time.time()
         message = FrameMessage(
-            stream=self.options.tag,
+            stream=tag or self.options.tag,
             input=alias,
             source=source,
             seq=bus.flow.next_seq(alias),
@@ -118,10 +124,16 @@ class Publisher:
             format=fmt,
             expires_at=captured_at + self.options.max_age if self.options.max_age else None,
         )
-        inline = bus.frames.put(key, data, ttl=self.ttl, refs=self.refs)
+        inline = bus.frames.put(key, data, ttl=self.ttl, refs=refs)
         payload = {**message.model_dump(exclude_none=True), **inline}
-        for queue in self.first_hop:
+        for queue in first_hop:
             bus.send(queue, payload)
         bus.flow.count(alias, counters.PUBLISHED)
         self.published += 1
         return True
+
+    def route(self, tag: str) -> tuple[list[str], int]:
+        """The first-hop queues of ``tag``'s frames and how many outputs take them (0: nothing would)."""
+        if tag not in self.routes:
+            self.routes[tag] = (self.ctx.routes.first_hop(tag), len(self.ctx.routes.outputs_for(tag)))
+        return self.routes[tag]

@@ -1,0 +1,240 @@
+"""Input ``http``: an upload server. Apps, scripts and cameras ``POST /v1/frames`` images (a raw body or
+``multipart/form-data`` with one or many files) and get one frame id per image.
+
+An upload is a live input: when the stream already has ``max_in_flight`` frames in the pipeline the request is
+answered ``503`` with ``Retry-After`` rather than held open, and the client sends it again. Each image is checked
+(header, size, decode) before anything is published, so a request with a bad image publishes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ByteSize, Field, TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive
+
+from ..bus.base import frame_key
+from ..config import registry
+from ..config.registry import CheckContext
+from ..config.schema import InputOptions, StrictModel
+from ..config.types import Tag
+from ..config.yamlpos import Loc
+from ..errors import BadInput
+from ..web.server import problem, serve
+from .base import Input
+from .folder import DEFAULT_MAX_PIXELS
+from .images import inspect_image
+
+DEFAULT_LISTEN = "127.0.0.1:8081"
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_FILES = 64
+DEFAULT_RETRY_AFTER_S = 1
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
+MULTIPART = "multipart/form-data"
+TAGS = TypeAdapter(Tag)
+
+
+class TlsOptions(StrictModel):
+    """HTTPS: both files set, or neither (plain HTTP)."""
+
+    cert: Path | None = Field(None, description="PEM certificate chain; with ``key``, the server speaks HTTPS.")
+    key: Path | None = Field(None, description="PEM private key of ``cert``.")
+
+
+class HttpOptions(InputOptions):
+    name: Literal["http"] = Field(description="Take images uploaded over HTTP(S): POST /v1/frames.")
+    listen: str = Field(
+        DEFAULT_LISTEN,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="host:port to listen on; 0.0.0.0 opens it to the network.",
+    )
+    token: str | None = Field(
+        None, description="When set, every request but /healthz needs 'Authorization: Bearer <token>'."
+    )
+    max_body: ByteSize = Field(DEFAULT_MAX_BODY, ge=1024, description="The largest request body taken (413 above).")
+    max_files: int = Field(DEFAULT_MAX_FILES, ge=1, description="The most images in one multipart request.")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, gt=0, description="Images with more pixels are refused (422), judged from the header."
+    )
+    retry_after: int = Field(
+        DEFAULT_RETRY_AFTER_S, ge=1, description="Seconds a client is told to wait (Retry-After) when it gets 503."
+    )
+    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate and key for HTTPS.")
+
+
+class Refused(Exception):
+    """A request answered with an error: its status, message and headers."""
+
+    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None, **extra: object) -> None:
+        super().__init__(error)
+        self.status, self.error, self.headers, self.extra = status, error, headers, extra
+
+    def response(self) -> JSONResponse:
+        return problem(self.status, self.error, headers=self.headers, **self.extra)
+
+
+@registry.inputs.register
+class Http(Input[HttpOptions]):
+    @classmethod
+    def check(cls, options: HttpOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        tls = options.tls
+        if (tls.cert is None) != (tls.key is None):
+            yield ("tls",), "set both cert and key for HTTPS, or neither"
+        for field, path in (("cert", tls.cert), ("key", tls.key)):
+            if path is not None and not ctx.resolve(path).is_file():
+                yield ("tls", field), f"{ctx.resolve(path)} is not a file"
+
+    def read(self, stop: threading.Event) -> None:
+        tls = self.options.tls
+        cert = self.ctx.resolve(tls.cert) if tls.cert else None
+        key = self.ctx.resolve(tls.key) if tls.key else None
+        self.ctx.log.info("listening on %s (%s)", self.options.listen, "https" if cert else "http")
+        serve(self.app(stop), self.options.listen, stop, cert=cert, key=key)
+
+    def app(self, stop: threading.Event) -> Starlette:
+        async def frames(request: Request) -> Response:
+            try:
+                return await self.upload(request, stop)
+            except Refused as refused:
+                return refused.response()
+
+        async def healthz(request: Request) -> Response:
+            try:
+                await run_in_threadpool(self.ctx.bus.ping)
+            except Exception as exc:  # any failure of the bus is "not healthy", said in the body
+                return problem(503, f"the bus does not answer: {type(exc).__name__}")
+            return JSONResponse({"status": "ok"})
+
+        routes = [Route("/v1/frames", frames, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+        return Starlette(routes=routes)
+
+    async def upload(self, request: Request, stop: threading.Event) -> Response:
+        self.authorize(request)
+        tag = self.tag_of(request)
+        body = await self.body(request)
+        images = await self.images(request, body)
+        checked = await run_in_threadpool(self.inspect, images)
+        source = request.query_params.get("source")
+        ids: list[str] = []
+        for (name, data), (fmt, width, height) in zip(images, checked, strict=True):
+            ids.append(await run_in_threadpool(self.publish, data, fmt, width, height, name or source, tag, stop, ids))
+        return JSONResponse({"ids": ids}, status_code=202)
+
+    def authorize(self, request: Request) -> None:
+        """401 without a bearer token, 403 with a wrong one (when ``token`` is set)."""
+        if self.options.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise Refused(401, "a bearer token is needed", {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), self.options.token.encode()):
+            raise Refused(403, "wrong token")
+
+    def tag_of(self, request: Request) -> str:
+        tag = request.query_params.get("tag") or self.options.tag
+        try:
+            TAGS.validate_python(tag)
+        except ValidationError:
+            raise Refused(422, f"tag {tag!r}: only letters, digits, '_', '.' and '-'") from None
+        if self.publisher.route(tag)[1] == 0:
+            raise Refused(422, f"no output takes frames tagged {tag!r}")
+        return tag
+
+    async def body(self, request: Request) -> bytes:
+        """The whole body, 413 as soon as it is over ``max_body`` (by its Content-Length or as it arrives)."""
+        limit = int(self.options.max_body)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise Refused(413, f"the body is {declared} bytes, over max_body ({limit})")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, f"the body is over max_body ({limit} bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def images(self, request: Request, body: bytes) -> list[tuple[str | None, bytes]]:
+        """(file name or None, bytes) of each image the request carries; 415 for another content type."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in IMAGE_TYPES:
+            return [(None, body)]
+        if content_type != MULTIPART:
+            accepted = ", ".join((*IMAGE_TYPES, MULTIPART))
+            raise Refused(415, f"content type {content_type or 'none'!r} is not taken (send one of {accepted})")
+        return await self.parts(request, body)
+
+    async def parts(self, request: Request, body: bytes) -> list[tuple[str | None, bytes]]:
+        replay = Request(request.scope, receive=_replay(body))
+        try:
+            form = await replay.form(max_files=self.options.max_files, max_part_size=int(self.options.max_body))
+        except Exception as exc:  # Starlette raises its HTTPException, or the parser its own errors
+            raise Refused(422, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        if not files:
+            raise Refused(422, "the multipart body holds no file")
+        return [(upload.filename, await upload.read()) for upload in files]
+
+    def inspect(self, images: list[tuple[str | None, bytes]]) -> list[tuple[str, int, int]]:
+        """(format, width, height) of each image; 422 naming the first that is not a whole, decodable image."""
+        checked = []
+        for index, (name, data) in enumerate(images):
+            try:
+                checked.append(inspect_image(data, self.options.max_pixels))
+            except BadInput as exc:
+                raise Refused(422, f"{name or f'image {index}'}: {exc}") from None
+        return checked
+
+    def publish(
+        self,
+        data: bytes,
+        fmt: str,
+        width: int,
+        height: int,
+        source: str | None,
+        tag: str,
+        stop: threading.Event,
+        accepted: list[str],
+    ) -> str:
+        """Publish one image and return its frame id; 503 (with the ids already accepted) when the stream is full.
+
+        The frame's source is the file's name, else ``?source=``, else its id: results are named by it.
+        """
+        key = frame_key(self.ctx.alias)
+        frame_id = key.rpartition(":")[2]
+        published = self.publisher.publish(
+            data, fmt=fmt, width=width, height=height, source=source or frame_id, stop=stop, key=key, tag=tag
+        )
+        if not published:
+            limit = self.options.max_in_flight
+            raise Refused(
+                503,
+                f"{limit} frames (max_in_flight) are already in flight; send again later",
+                {"Retry-After": str(self.options.retry_after)},
+                accepted=list(accepted),
+            )
+        return frame_id
+
+
+def _replay(body: bytes) -> Receive:
+    """An ASGI ``receive`` that gives ``body`` once, so a body already read (and measured) can be parsed."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

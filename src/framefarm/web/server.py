@@ -1,0 +1,76 @@
+"""Serve a Starlette app with uvicorn until a stop event, on a socket bound here, with or without TLS.
+
+The socket is bound before uvicorn starts so that an address in use is a SourceUnavailable saying which (uvicorn
+itself would log it and exit the process). uvicorn installs no signal handlers outside the main thread, so a kind's
+server runs in its own thread and stops when ``stop`` is set.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from ..errors import SourceUnavailable
+
+STOP_POLL_S = 0.1  # how often the watcher looks at the stop event
+GRACEFUL_S = 2  # requests in progress get this long when the server stops
+BACKLOG = 512
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def bind(listen: str) -> socket.socket:
+    """A listening TCP socket on ``listen``; SourceUnavailable when the address cannot be taken."""
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise SourceUnavailable(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def serve(
+    app: ASGIApp, listen: str, stop: threading.Event, *, cert: Path | None = None, key: Path | None = None
+) -> None:
+    """Serve ``app`` on ``listen`` (HTTPS when ``cert`` and ``key`` are given) until ``stop`` is set."""
+    sock = bind(listen)
+    tls: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
+    config = uvicorn.Config(
+        app, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S, **tls
+    )
+    server = uvicorn.Server(config)
+    watcher = threading.Thread(target=_stop_when, args=(stop, server), name="web-stop", daemon=True)
+    watcher.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        server.should_exit = True
+        sock.close()
+
+
+def _stop_when(stop: threading.Event, server: uvicorn.Server) -> None:
+    while not stop.wait(STOP_POLL_S):
+        if server.should_exit:
+            return
+    server.should_exit = True
+
+
+def problem(status: int, error: str, **extra: Any) -> JSONResponse:
+    """A JSON error answer: ``{"error": ...}`` and any ``extra`` fields; ``headers`` is passed as headers."""
+    headers = extra.pop("headers", None)
+    return JSONResponse({"error": error, **extra}, status_code=status, headers=headers)
