@@ -1,5 +1,7 @@
-"""Input ``http``: an upload server. Apps, scripts and cameras ``POST /v1/frames`` images (a raw body or
-``multipart/form-data`` with one or many files) and get one frame id per image.
+"""Input ``http``: an upload server, or (with ``url``) a snapshot poller (see snapshot.py).
+
+Server: apps, scripts and cameras ``POST /v1/frames`` images (a raw body or ``multipart/form-data`` with one or
+many files) and get one frame id per image.
 
 An upload is a live input: when the stream already has ``max_in_flight`` frames in the pipeline the request is
 answered ``503`` with ``Retry-After`` rather than held open, and the client sends it again. Each image is checked
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import hmac
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+import httpx
 from pydantic import ByteSize, Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,15 +31,21 @@ from ..bus.base import frame_key
 from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import InputOptions, StrictModel
-from ..config.types import Tag
+from ..config.types import Duration, Tag
+from ..config.urls import redact_url
 from ..config.yamlpos import Loc
-from ..errors import BadInput
+from ..errors import BadInput, SourceUnavailable
+from ..modules.context import ModuleContext
 from ..web.server import problem, serve
 from .base import Input
 from .folder import DEFAULT_MAX_PIXELS
 from .images import inspect_image
+from .snapshot import Fetched, checked_image, client, fetch, refuse_private
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
+DEFAULT_INTERVAL_S = 1.0
+DEFAULT_OPEN_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_MAX_FILES = 64
 DEFAULT_RETRY_AFTER_S = 1
@@ -70,6 +80,22 @@ class HttpOptions(InputOptions):
         DEFAULT_RETRY_AFTER_S, ge=1, description="Seconds a client is told to wait (Retry-After) when it gets 503."
     )
     tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate and key for HTTPS.")
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Poll this snapshot URL (http(s)://[user:password@]host/path) instead of listening.",
+    )
+    interval: Duration = Field(DEFAULT_INTERVAL_S, gt=0, description="Poll mode: time between two polls.")
+    auth: Literal["auto", "basic", "digest"] = Field(
+        "auto", description="Poll mode: how the URL's user and password are sent (auto answers the challenge)."
+    )
+    verify: bool = Field(True, description="Poll mode: check the server's TLS certificate (https).")
+    ca_file: Path | None = Field(None, description="Poll mode: a PEM file of the CAs to trust instead of the system's.")
+    open_timeout: Duration = Field(DEFAULT_OPEN_TIMEOUT_S, gt=0, description="Poll mode: connect timeout.")
+    read_timeout: Duration = Field(DEFAULT_READ_TIMEOUT_S, gt=0, description="Poll mode: read timeout.")
+    allow_private: bool = Field(
+        False, description="Poll mode: allow a URL whose host is a loopback, link-local or private address."
+    )
 
 
 class Refused(Exception):
@@ -85,6 +111,10 @@ class Refused(Exception):
 
 @registry.inputs.register
 class Http(Input[HttpOptions]):
+    def __init__(self, ctx: ModuleContext[HttpOptions]) -> None:
+        super().__init__(ctx)
+        self.fetched = Fetched()  # poll mode: validators, last hash and failures, kept across reconnects
+
     @classmethod
     def check(cls, options: HttpOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         tls = options.tls
@@ -95,11 +125,53 @@ class Http(Input[HttpOptions]):
                 yield ("tls", field), f"{ctx.resolve(path)} is not a file"
 
     def read(self, stop: threading.Event) -> None:
+        if self.options.url is not None:
+            self.poll(self.options.url, stop)
+            return
         tls = self.options.tls
         cert = self.ctx.resolve(tls.cert) if tls.cert else None
         key = self.ctx.resolve(tls.key) if tls.key else None
         self.ctx.log.info("listening on %s (%s)", self.options.listen, "https" if cert else "http")
         serve(self.app(stop), self.options.listen, stop, cert=cert, key=key)
+
+    def poll(self, url: str, stop: threading.Event) -> None:
+        """Poll ``url`` until ``stop``; a failure is reported (last error, failures in a row) and raised."""
+        shown = redact_url(url)
+        state = self.fetched
+        try:
+            if not self.options.allow_private:
+                refuse_private(url)
+            timeout = httpx.Timeout(self.options.read_timeout, connect=self.options.open_timeout)
+            ca_file = self.ctx.resolve(self.options.ca_file) if self.options.ca_file else None
+            http, bare = client(url, self.options.auth, self.options.verify, ca_file, timeout)
+            with http:
+                while not stop.is_set():
+                    self.poll_once(http, bare, shown, state, stop)
+                    stop.wait(self.options.interval)
+        except SourceUnavailable as exc:
+            state.failures, state.last_error = state.failures + 1, str(exc)
+            self.report_poll(shown, state)
+            raise
+
+    def poll_once(self, http: httpx.Client, url: str, shown: str, state: Fetched, stop: threading.Event) -> None:
+        data = fetch(http, url, shown, state, int(self.options.max_body))
+        if state.failures:
+            state.failures = 0
+            self.report_poll(shown, state)
+        if data is None:
+            return
+        checked = checked_image(data, self.options.max_pixels)
+        if isinstance(checked, str):
+            self.ctx.log.warning("%s: not published: %s", shown, checked)
+            return
+        fmt, width, height = checked
+        self.publisher.publish(data, fmt=fmt, width=width, height=height, source=shown, stop=stop)
+
+    def report_poll(self, shown: str, state: Fetched) -> None:
+        error = f"{state.last_error} ({state.failures} failures in a row)" if state.failures else state.last_error
+        fields = {"state": "failing" if state.failures else "polling", "since": time.time(), "source": shown}
+        fields |= {"failures": state.failures, "last_error": error}
+        self.ctx.bus.flow.report(self.ctx.alias, fields)
 
     def app(self, stop: threading.Event) -> Starlette:
         async def frames(request: Request) -> Response:
