@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from test_config import VALID, problems, write
 from test_mjpeg import USER, Camera
 
 from framefarm.ingest.base import Input
@@ -259,3 +260,15 @@ def test_poll_refuses_a_private_address_unless_allowed(tmp_path: Path, bus_url: 
             wait_for(lambda: report(poller).get("failures", 0) >= 1, 20, "the refusal")
     assert "a private address; set allow_private: true" in report(poller)["last_error"]
     assert cam.served == 0 and queued(poller.ctx.bus) == []
+
+
+def test_tls_needs_both_files_and_they_must_exist(tmp_path: Path) -> None:
+    http_input = "    - name: http\n      alias: uploads\n      tag: cam.uploads\n      tls: {cert: cert.pem}\n"
+    text = VALID.replace(
+        "    - name: dir_images\n      alias: uploads\n      tag: cam.uploads\n      path: ${INBOX:-in}\n", http_input
+    )
+    found = problems(write(tmp_path, text))
+    assert found == [
+        "pipeline.yaml:9: pipeline.inputs[0].tls: set both cert and key for HTTPS, or neither",
+        f"pipeline.yaml:9: pipeline.inputs[0].tls.cert: {tmp_path / 'cert.pem'} is not a file",
+    ]

@@ -114,6 +114,7 @@ class Http(Input[HttpOptions]):
     def __init__(self, ctx: ModuleContext[HttpOptions]) -> None:
         super().__init__(ctx)
         self.fetched = Fetched()  # poll mode: validators, last hash and failures, kept across reconnects
+        self.publishing = threading.Lock()  # server mode: requests publish from several threads, one at a time
 
     @classmethod
     def check(cls, options: HttpOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
@@ -284,9 +285,10 @@ class Http(Input[HttpOptions]):
         """
         key = frame_key(self.ctx.alias)
         frame_id = key.rpartition(":")[2]
-        published = self.publisher.publish(
-            data, fmt=fmt, width=width, height=height, source=source or frame_id, stop=stop, key=key, tag=tag
-        )
+        with self.publishing:
+            published = self.publisher.publish(
+                data, fmt=fmt, width=width, height=height, source=source or frame_id, stop=stop, key=key, tag=tag
+            )
         if not published:
             limit = self.options.max_in_flight
             raise Refused(
