@@ -9,6 +9,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,14 @@ def test_tls_needs_both_files_and_they_must_exist(tmp_path: Path) -> None:
         "pipeline.yaml:9: pipeline.inputs[0].tls: set both cert and key for HTTPS, or neither",
         f"pipeline.yaml:9: pipeline.inputs[0].tls.cert: {tmp_path / 'cert.pem'} is not a file",
     ]
+
+
+def test_200_concurrent_uploads_are_200_frames_with_distinct_ids(tmp_path: Path, bus_url: str) -> None:
+    with server(tmp_path, bus_url, max_in_flight=1000) as (upload, url), ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(lambda i: post(url, DOG, params={"source": f"photo-{i}"}), range(200)))
+    frames = queued(upload.ctx.bus)
+    ids = [answer.json()["ids"][0] for answer in replies if answer.status_code == 202]
+    assert len(ids) == 200 and len(set(ids)) == 200
+    assert sorted(f.key.rpartition(":")[2] for f in frames) == sorted(ids)
+    assert sorted(f.source for f in frames) == sorted(f"photo-{i}" for i in range(200))
+    assert len({f.seq for f in frames}) == 200
