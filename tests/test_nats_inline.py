@@ -16,10 +16,10 @@ from typing import Any
 
 import nats.errors
 import pytest
+from test_nats_bus import next_message
 
 from framefarm.bus.base import FrameTooLarge, frame_key
 from framefarm.bus.nats import NatsBus
-from framefarm.bus.nats.broker import NatsConsumer, NatsMessage
 from framefarm.bus.nats.frames import MESSAGE_ROOM
 from framefarm.bus.nats.wire import Wire
 from framefarm.config.schema import ServiceOptions
@@ -66,15 +66,6 @@ def stored_frames(bus: NatsBus) -> int:
 
     bus.frames.map.ensure()
     return bus.link.call(count())
-
-
-def next_message(consumer: NatsConsumer, timeout: float = 10.0) -> NatsMessage:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = next(consumer)
-        if message is not None:
-            return message
-    raise TimeoutError(f"no message within {timeout}s")
 
 
 def test_a_frame_that_fits_travels_in_its_message_and_its_release_ends_its_entry(
