@@ -1,4 +1,4 @@
-"""Run one input module in a thread on the in-memory bus, read what it queued, and make the files it takes."""
+"""Run one module in a thread on the in-memory bus, read what it queued, and make the files it takes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import ServiceOptions
 from framefarm.ingest.base import Input
 from framefarm.message import FrameMessage
+from framefarm.modules.base import Module
 from framefarm.modules.context import ModuleContext
 
 QUEUE = "sink"
@@ -100,8 +101,9 @@ def make_input(
 
 
 @contextmanager
-def running(module: Input) -> Iterator[None]:
-    """Run ``module`` in a thread; on leaving, stop it, and fail if it did not stop in time or had crashed.
+def running(module: Module) -> Iterator[None]:
+    """Run ``module`` (setup, run, teardown) in a thread; on leaving, stop it, and fail if it did not stop in time
+    or had crashed.
 
     A module whose ``run`` raised would have been restarted by supervisord: for a test that is a failure, and
     one that would otherwise go unseen, as the thread just ends.
@@ -111,20 +113,20 @@ def running(module: Input) -> Iterator[None]:
 
     def run() -> None:
         try:
-            module.run(stop)
+            module.serve(stop)
         except BaseException as exc:
             crashed.append(exc)
             raise
 
-    thread = threading.Thread(target=run, name=f"input {module.ctx.alias}")
+    thread = threading.Thread(target=run, name=f"module {module.ctx.alias}")
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join(STOP_TIMEOUT_S)
-    assert not thread.is_alive(), f"the input did not stop within {STOP_TIMEOUT_S}s (blocked?)"
-    assert not crashed, f"the input crashed: {crashed[0]!r}"
+    assert not thread.is_alive(), f"{module.ctx.alias} did not stop within {STOP_TIMEOUT_S}s (blocked?)"
+    assert not crashed, f"{module.ctx.alias} crashed: {crashed[0]!r}"
 
 
 def queued(bus: Bus) -> list[FrameMessage]:

@@ -3,8 +3,12 @@ end to end through pipectl with the detector)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.server
+import logging
+import os
+import signal
 import socket
 import ssl
 import threading
@@ -20,14 +24,19 @@ import trustme
 from test_config import VALID, problems, write
 from test_mjpeg import USER, Camera
 
+from framefarm.bus import connect
+from framefarm.config.routing import Routes, Stage
+from framefarm.config.schema import ServiceOptions
 from framefarm.ingest.base import Input
 from framefarm.ingest.http import Http
 from framefarm.modules import counters
+from framefarm.modules.context import ModuleContext
+from framefarm.tasks.yolo import Yolo
 
-from conftest import MEDIA
-from harness import png_of_size, queued, running
+from conftest import MEDIA, MODEL, NAMES
+from harness import QUEUE, png_of_size, queued, running
 from livehelp import counts, live_input, report
-from peers import wait_for
+from peers import Restartable, wait_for
 from workspace import Workspace
 
 DOG = (MEDIA / "dog.jpg").read_bytes()
@@ -59,6 +68,32 @@ def server(
     with running(upload):
         wait_for(lambda: answers(url, verify), 10, "the server to answer /healthz")
         yield upload, url
+
+
+DETECTED = Routes(processors=(Stage("det", "*"),), outputs=(Stage(QUEUE, "*"),))
+
+
+@contextmanager
+def detector(tmp_path: Path, bus_url: str) -> Iterator[None]:
+    """The real ``yolo`` processor on the bus, between the input and the sink (routes ``DETECTED``)."""
+    service = ServiceOptions(broker=bus_url, runtime_dir=tmp_path / "run")
+    options = Yolo.Options(name="yolo", alias="det", model=MODEL, names=NAMES, batch=4, max_wait=0.05)
+    ctx = ModuleContext(
+        alias="det",
+        options=options,
+        service=service,
+        routes=DETECTED,
+        bus=connect(bus_url, service),
+        base_dir=tmp_path,
+        runtime_dir=tmp_path / "run",
+        log=logging.getLogger("det"),
+    )
+    with running(Yolo(ctx)):
+        yield
+
+
+def classes(result: dict[str, Any]) -> set[str]:
+    return {d["class_name"] for d in result["detections"]}
 
 
 def post(
@@ -95,6 +130,10 @@ def test_token_missing_is_401_wrong_is_403_right_is_202_and_healthz_needs_none(t
         missing = post(url, DOG)
         wrong = post(url, DOG, token="nope")
         right = post(url, DOG, token=TOKEN)
+        frame_id = right.json()["ids"][0]
+        state_without = httpx.get(f"{url}/v1/frames/{frame_id}")
+        state_with = httpx.get(f"{url}/v1/frames/{frame_id}", headers={"authorization": f"Bearer {TOKEN}"})
+    assert state_without.status_code == 401 and state_with.status_code == 200
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     assert "bearer token" in missing.json()["error"]
     assert wrong.status_code == 403 and wrong.json()["error"] == "wrong token"
@@ -163,24 +202,58 @@ def test_https_with_a_certificate_made_here(tmp_path: Path, bus_url: str) -> Non
     assert answer.status_code == 202 and len(queued(upload.ctx.bus)) == 1
 
 
-def test_uploaded_photos_get_detections_end_to_end(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path)
-    port = free_port()
+def http_workspace(tmp_path: Path, broker: Restartable | None, port: int, **extra: str) -> Workspace:
+    """The test pipeline with an ``http`` input (alias and tag ``uploads``) on ``port`` instead of its folder."""
+    ws = Workspace(tmp_path, broker.url if broker else None)
     inputs = f"    - name: http\n      alias: uploads\n      tag: uploads\n      listen: 127.0.0.1:{port}\n"
-    text = ws.yaml()
+    inputs += "".join(f"      {key}: {value}\n" for key, value in extra.items())
+    text = ws.yaml(yolo_extra="      workers: 2\n")
     start, end = text.index("    - name: dir_images"), text.index("  processors:")
     ws.write(text[:start] + inputs + text[end:])
+    return ws
+
+
+def test_200_waiting_uploads_all_get_their_results_while_a_detector_worker_is_killed(
+    tmp_path: Path, broker: Restartable | None
+) -> None:
+    """Every broker, two detector processes, one killed with -9 while the uploads wait: each one is answered 200
+    with its own detections, and each result is also written once by the output."""
+    port, count = free_port(), 200
+    ws = http_workspace(tmp_path, broker, port, max_in_flight="1000", wait_timeout="150s")
+    url = f"http://127.0.0.1:{port}"
+
+    async def upload_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=180, limits=httpx.Limits(max_connections=count)) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{url}/v1/frames",
+                        content=(DOG, PERSON)[i % 2],
+                        headers={"content-type": "image/jpeg"},
+                        params={"wait": "true", "source": f"p{i:03d}"},
+                    )
+                    for i in range(count)
+                )
+            )
+
     try:
         ws.pipectl("start")
-        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(url), 60, f"the upload server ({ws.logs()})")
-        for name, data in (("dog", DOG), ("person", PERSON)):
-            assert post(url, data, params={"source": name}).status_code == 202
-        results = {r["source"]: r for r in ws.wait_results(2)}
+        with ThreadPoolExecutor(1) as pool:
+            uploads = pool.submit(asyncio.run, upload_all())
+            wait_for(lambda: len(ws.result_files()) >= 10, 120, f"the first results ({ws.logs()})")
+            victim = next(name for name in ws.pids() if name.startswith("detector"))
+            os.kill(ws.pids()[victim], signal.SIGKILL)
+            replies = uploads.result(timeout=240)
+        written = ws.wait_results(count, timeout=60)
     finally:
         ws.force_stop()
-    assert "dog" in {d["class_name"] for d in results["dog"]["detections"]}
-    assert "person" in {d["class_name"] for d in results["person"]["detections"]}
+    assert [r.status_code for r in replies] == [200] * count, {r.status_code: r.text for r in replies}
+    results = [r.json()["results"][0] for r in replies]
+    assert [r["source"] for r in results] == [f"p{i:03d}" for i in range(count)]
+    assert all("dog" in classes(r) for r in results[0::2]) and all("person" in classes(r) for r in results[1::2])
+    assert sorted(r["source"] for r in written) == [f"p{i:03d}" for i in range(count)]
+    assert victim.startswith("detector") and len(written) == count
 
 
 class Snapshots(Camera):
@@ -284,3 +357,48 @@ def test_200_concurrent_uploads_are_200_frames_with_distinct_ids(tmp_path: Path,
     assert sorted(f.key.rpartition(":")[2] for f in frames) == sorted(ids)
     assert sorted(f.source for f in frames) == sorted(f"photo-{i}" for i in range(200))
     assert len({f.seq for f in frames}) == 200
+
+
+def test_wait_true_answers_each_images_detections_and_get_tells_them_after(tmp_path: Path, bus_url: str) -> None:
+    files = [("file", ("dog.jpg", DOG, "image/jpeg")), ("file", ("person.jpg", PERSON, "image/jpeg"))]
+    with (
+        detector(tmp_path, bus_url),
+        server(tmp_path, bus_url, routes=DETECTED) as (_upload, url),
+    ):
+        answer = httpx.post(f"{url}/v1/frames", files=files, params={"wait": "true"}, timeout=60)
+        ids = answer.json()["ids"]
+        later = [httpx.get(f"{url}/v1/frames/{frame_id}").json() for frame_id in ids]
+        unknown = httpx.get(f"{url}/v1/frames/0123456789abcdef")
+    assert answer.status_code == 200, answer.text
+    dog, person = answer.json()["results"]
+    assert "dog" in classes(dog) and "person" in classes(person)
+    assert (dog["source"], dog["width"], dog["model"]) == ("dog.jpg", 768, "yolov3-tiny-coco")
+    assert [entry["state"] for entry in later] == ["done", "done"] and later[0]["result"] == dog
+    assert unknown.status_code == 404 and unknown.json()["state"] == "unknown"
+
+
+def test_wait_past_wait_timeout_is_504_and_the_result_still_comes_later(tmp_path: Path, bus_url: str) -> None:
+    with server(tmp_path, bus_url, routes=DETECTED, wait_timeout="300ms") as (_upload, url):
+        answer = post(url, DOG, params={"wait": "1", "source": "slow"})
+        frame_id = answer.json()["ids"][0]
+        pending = httpx.get(f"{url}/v1/frames/{frame_id}").json()
+        with detector(tmp_path, bus_url):
+            wait_for(lambda: httpx.get(f"{url}/v1/frames/{frame_id}").json()["state"] == "done", 60, "the result")
+            done = httpx.get(f"{url}/v1/frames/{frame_id}").json()
+    assert answer.status_code == 504 and "wait_timeout (0.3s)" in answer.json()["error"]
+    assert answer.json()["pending"] == [frame_id] and answer.json()["results"] == [None]
+    assert pending == {"id": frame_id, "state": "pending"}
+    assert done["result"]["source"] == "slow" and "dog" in classes(done["result"])
+
+
+def test_a_tag_no_processor_takes_is_answered_at_once_and_the_oldest_results_are_forgotten(
+    tmp_path: Path, bus_url: str
+) -> None:
+    with server(tmp_path, bus_url, max_results=2) as (_upload, url):
+        answers = [post(url, DOG, params={"wait": "true", "source": f"p{i}"}) for i in range(3)]
+        states = [httpx.get(f"{url}/v1/frames/{a.json()['ids'][0]}").status_code for a in answers]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[2].json()["results"] == [
+        {**answers[2].json()["results"][0], "source": "p2", "detections": [], "model": None}
+    ]
+    assert states == [404, 200, 200]  # max_results: 2

@@ -24,9 +24,15 @@ class FrameMessage(BaseModel):
     key: str  # frame store key
     format: str  # jpeg, png, bmp, webp
     expires_at: float | None = None  # skip instead of processing after this wall-clock time
+    reply: str | None = None  # a queue of the input that wants the result once the processors are done
     frame: bytes | None = Field(None, repr=False)  # the frame itself, when the store keeps frames inline
     model: str | None = None
     detections: list[dict[str, Any]] | None = None
+
+    @property
+    def frame_id(self) -> str:
+        """The id a client was given for this frame: the last part of its key (see bus.base.frame_key)."""
+        return self.key.rpartition(":")[2]
 
     @property
     def stored_size(self) -> tuple[int, int]:

@@ -23,6 +23,11 @@ def result_json(message: FrameMessage) -> dict[str, Any]:
     }
 
 
+def reply_payload(message: FrameMessage) -> dict[str, Any]:
+    """What ``message.reply`` is sent once the frame's detections are ready (read by ingest/replies.py)."""
+    return {"id": message.frame_id, "result": result_json(message)}
+
+
 def yolo_text(message: FrameMessage) -> str:
     """``class_id cx cy w h confidence`` per detection, 6 decimals; empty when nothing was found."""
     return "".join(

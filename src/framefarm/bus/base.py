@@ -34,7 +34,7 @@ DEFAULT_MAX_BACKOFF_MS = 30_000
 
 
 def frame_key(stream: str) -> str:
-    """A new, unique frame-store key for a frame of ``stream``."""
+    """A new, unique frame-store key for a frame of ``stream``; its last ``:``-part is the frame's id."""
     return f"{NAMESPACE}:frame:{stream}:{uuid.uuid4().hex}"
 
 

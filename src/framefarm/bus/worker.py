@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -29,12 +30,28 @@ def serve_queue(
     A message is acked only after ``handler`` returns (at-least-once); if it raises, Dramatiq's Retries
     middleware re-enqueues it with backoff.
     """
+    with consuming(bus, queue, handler, threads=threads, stop_timeout=stop_timeout, prefetch=prefetch, **actor_options):
+        stop.wait()
+
+
+@contextlib.contextmanager
+def consuming(
+    bus: Bus,
+    queue: str,
+    handler: Callable[[dict[str, Any]], None],
+    *,
+    threads: int,
+    stop_timeout: float,
+    prefetch: int | None = None,
+    **actor_options: Any,
+) -> Iterator[None]:
+    """Consume ``queue`` in the background while the block runs (as ``serve_queue``, which blocks instead)."""
     bus.declare_actor(queue, handler, **actor_options)
     worker = dramatiq.Worker(bus.broker, queues={queue}, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS)
     if prefetch:
         worker.queue_prefetch = prefetch
     worker.start()
     try:
-        stop.wait()
+        yield
     finally:
         worker.stop(timeout=int(stop_timeout * 1000))

@@ -35,6 +35,11 @@ class Routes:
                 return [stage.alias]
         return self.outputs_for(tag)
 
+    def last_processor(self, tag: str) -> str | None:
+        """The processor whose work on ``tag``'s frames comes last: their results are ready after it."""
+        covering = [stage.alias for stage in self.processors if stage.covers(tag)]
+        return covering[-1] if covering else None
+
     def outputs_for(self, tag: str) -> list[str]:
         return [stage.alias for stage in self.outputs if stage.covers(tag)]
 

@@ -15,6 +15,7 @@ from ..message import FrameMessage
 from ..modules import counters
 from ..modules.base import Module
 from ..modules.context import ModuleContext
+from ..results import reply_payload
 
 ADMIT_POLL_S = 0.02  # how often a lossless input that hit max_in_flight looks again
 
@@ -96,8 +97,13 @@ class Publisher:
         scale: float = 1.0,
         key: str | None = None,
         tag: str | None = None,
+        reply: str | None = None,
     ) -> bool:
-        """Put one encoded frame on the bus; False when it was dropped (live) or ``stop`` came first."""
+        """Put one encoded frame on the bus; False when it was dropped (live) or ``stop`` came first.
+
+        With ``reply``, the frame's result is sent to that queue once its detections are ready: by its route's last
+        processor, or here and now when no processor takes the tag.
+        """
         bus, alias = self.ctx.bus, self.ctx.alias
         key = key or frame_key(alias)
         first_hop, refs = self.route(tag or self.options.tag)
@@ -123,11 +129,14 @@ class Publisher:
             key=key,
             format=fmt,
             expires_at=captured_at + self.options.max_age if self.options.max_age else None,
+            reply=reply,
         )
         inline = bus.frames.put(key, data, ttl=self.ttl, refs=refs)
         payload = {**message.model_dump(exclude_none=True), **inline}
         for queue in first_hop:
             bus.send(queue, payload)
+        if reply and self.ctx.routes.last_processor(message.stream) is None:
+            bus.send(reply, reply_payload(message))
         bus.flow.count(alias, counters.PUBLISHED)
         self.published += 1
         return True

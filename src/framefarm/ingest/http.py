@@ -1,7 +1,8 @@
 """Input ``http``: an upload server, or (with ``url``) a snapshot poller (see snapshot.py).
 
 Server: apps, scripts and cameras ``POST /v1/frames`` images (a raw body or ``multipart/form-data`` with one or
-many files) and get one frame id per image.
+many files) and get one frame id per image, or with ``?wait=true`` the results themselves once the detections are
+ready; ``GET /v1/frames/{id}`` tells a frame's state (replies.py keeps the results).
 
 An upload is a live input: when the stream already has ``max_in_flight`` frames in the pipeline the request is
 answered ``503`` with ``Retry-After`` rather than held open, and the client sends it again. Each image is checked
@@ -10,6 +11,7 @@ answered ``503`` with ``Retry-After`` rather than held open, and the client send
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import threading
 import time
@@ -40,6 +42,7 @@ from ..web.server import problem, serve
 from .base import Input
 from .folder import DEFAULT_MAX_PIXELS
 from .images import inspect_image
+from .replies import UNKNOWN, Replies, receiving, reply_queue
 from .snapshot import Fetched, checked_image, client, fetch, refuse_private
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
@@ -49,6 +52,10 @@ DEFAULT_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_MAX_FILES = 64
 DEFAULT_RETRY_AFTER_S = 1
+DEFAULT_WAIT_TIMEOUT_S = 30.0
+DEFAULT_RESULT_TTL_S = 600.0
+DEFAULT_MAX_RESULTS = 10_000
+TRUE = ("1", "true", "yes")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
 MULTIPART = "multipart/form-data"
 TAGS = TypeAdapter(Tag)
@@ -80,6 +87,15 @@ class HttpOptions(InputOptions):
         DEFAULT_RETRY_AFTER_S, ge=1, description="Seconds a client is told to wait (Retry-After) when it gets 503."
     )
     tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate and key for HTTPS.")
+    wait_timeout: Duration = Field(
+        DEFAULT_WAIT_TIMEOUT_S, gt=0, description="How long ?wait=true waits for the results before answering 504."
+    )
+    result_ttl: Duration = Field(
+        DEFAULT_RESULT_TTL_S, gt=0, description="How long GET /v1/frames/{id} knows a frame (pending, then done)."
+    )
+    max_results: int = Field(
+        DEFAULT_MAX_RESULTS, ge=1, description="The most frames GET /v1/frames/{id} knows; the oldest go first."
+    )
     url: str | None = Field(
         None,
         pattern=r"^https?://",
@@ -115,6 +131,8 @@ class Http(Input[HttpOptions]):
         super().__init__(ctx)
         self.fetched = Fetched()  # poll mode: validators, last hash and failures, kept across reconnects
         self.publishing = threading.Lock()  # server mode: requests publish from several threads, one at a time
+        self.replies = Replies(ttl=self.options.result_ttl, limit=self.options.max_results)
+        self.receiving = contextlib.ExitStack()
 
     @classmethod
     def check(cls, options: HttpOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
@@ -124,6 +142,16 @@ class Http(Input[HttpOptions]):
         for field, path in (("cert", tls.cert), ("key", tls.key)):
             if path is not None and not ctx.resolve(path).is_file():
                 yield ("tls", field), f"{ctx.resolve(path)} is not a file"
+
+    def setup(self) -> None:
+        if self.options.url is None:
+            stop_timeout = self.ctx.service.stop_timeout
+            self.receiving.enter_context(
+                receiving(self.ctx.bus, self.ctx.alias, self.replies, stop_timeout=stop_timeout)
+            )
+
+    def teardown(self) -> None:
+        self.receiving.close()
 
     def read(self, stop: threading.Event) -> None:
         if self.options.url is not None:
@@ -188,7 +216,23 @@ class Http(Input[HttpOptions]):
                 return problem(503, f"the bus does not answer: {type(exc).__name__}")
             return JSONResponse({"status": "ok"})
 
-        routes = [Route("/v1/frames", frames, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+        async def frame(request: Request) -> Response:
+            try:
+                self.authorize(request)
+            except Refused as refused:
+                return refused.response()
+            frame_id = request.path_params["frame_id"]
+            state, result = self.replies.state(frame_id)
+            if state == UNKNOWN:
+                ttl = self.options.result_ttl
+                return problem(404, f"no frame {frame_id} here (never accepted, or older than {ttl:g}s)", state=state)
+            return JSONResponse({"id": frame_id, "state": state, **({"result": result} if result else {})})
+
+        routes = [
+            Route("/v1/frames", frames, methods=["POST"]),
+            Route("/v1/frames/{frame_id}", frame, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
         return Starlette(routes=routes)
 
     async def upload(self, request: Request, stop: threading.Event) -> Response:
@@ -201,7 +245,14 @@ class Http(Input[HttpOptions]):
         ids: list[str] = []
         for (name, data), (fmt, width, height) in zip(images, checked, strict=True):
             ids.append(await run_in_threadpool(self.publish, data, fmt, width, height, name or source, tag, stop, ids))
-        return JSONResponse({"ids": ids}, status_code=202)
+        if request.query_params.get("wait", "").lower() not in TRUE:
+            return JSONResponse({"ids": ids}, status_code=202)
+        results = await self.replies.wait(ids, self.options.wait_timeout)
+        if any(result is None for result in results):
+            pending = [frame_id for frame_id, result in zip(ids, results, strict=True) if result is None]
+            error = f"no result within wait_timeout ({self.options.wait_timeout:g}s); ask GET /v1/frames/{{id}} later"
+            return problem(504, error, ids=ids, pending=pending, results=results)
+        return JSONResponse({"ids": ids, "results": results})
 
     def authorize(self, request: Request) -> None:
         """401 without a bearer token, 403 with a wrong one (when ``token`` is set)."""
@@ -285,11 +336,21 @@ class Http(Input[HttpOptions]):
         """
         key = frame_key(self.ctx.alias)
         frame_id = key.rpartition(":")[2]
+        self.replies.expect(frame_id)  # before its result can arrive
         with self.publishing:
             published = self.publisher.publish(
-                data, fmt=fmt, width=width, height=height, source=source or frame_id, stop=stop, key=key, tag=tag
+                data,
+                fmt=fmt,
+                width=width,
+                height=height,
+                source=source or frame_id,
+                stop=stop,
+                key=key,
+                tag=tag,
+                reply=reply_queue(self.ctx.alias),
             )
         if not published:
+            self.replies.forget(frame_id)
             limit = self.options.max_in_flight
             raise Refused(
                 503,

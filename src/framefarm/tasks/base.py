@@ -1,4 +1,5 @@
-"""What every processor kind shares: fetch the frame, add results, pass the message on."""
+"""What every processor kind shares: fetch the frame, add results, pass the message on (and the result to
+the input's reply queue when it asked for it and this is the last processor of the frame's route)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TypeVar
 from ..config.schema import ProcessorOptions
 from ..message import FrameMessage
 from ..modules.stage import Stage
+from ..results import reply_payload
 
 PO = TypeVar("PO", bound=ProcessorOptions)
 
@@ -21,5 +23,8 @@ class Processor(Stage[PO]):
         bus = self.ctx.bus
         result = self.process(message, bus.frames.fetch(message))
         payload = result.model_dump(exclude_none=True)
-        for queue in self.ctx.routes.after(self.ctx.alias, message.stream):
+        routes = self.ctx.routes
+        for queue in routes.after(self.ctx.alias, message.stream):
             bus.send(queue, payload)
+        if message.reply and routes.last_processor(message.stream) == self.ctx.alias:
+            bus.send(message.reply, reply_payload(result))
