@@ -19,7 +19,7 @@ from framefarm.bus import connect
 from framefarm.bus.base import Bus
 from framefarm.bus.memory import MemoryBus
 from framefarm.config.routing import Routes, Stage
-from framefarm.config.schema import ServiceOptions
+from framefarm.config.schema import ServiceOptions, StageOptions
 from framefarm.ingest.base import Input
 from framefarm.message import FrameMessage
 from framefarm.modules.base import Module
@@ -127,6 +127,21 @@ def running(module: Module) -> Iterator[None]:
         thread.join(STOP_TIMEOUT_S)
     assert not thread.is_alive(), f"{module.ctx.alias} did not stop within {STOP_TIMEOUT_S}s (blocked?)"
     assert not crashed, f"{module.ctx.alias} crashed: {crashed[0]!r}"
+
+
+def stage_context(bus_url: str, tmp_path: Path, options: StageOptions) -> ModuleContext:
+    """A context for a stage (processor or output) on the bus at ``bus_url``, fed by its own queue."""
+    service = ServiceOptions(runtime_dir=tmp_path)
+    return ModuleContext(
+        alias=str(options.alias),
+        options=options,
+        service=service,
+        routes=Routes(processors=(), outputs=(Stage(str(options.alias), "*"),)),
+        bus=connect(bus_url, service),
+        base_dir=tmp_path,
+        runtime_dir=tmp_path,
+        log=logging.getLogger(str(options.alias)),
+    )
 
 
 def queued(bus: Bus) -> list[FrameMessage]:

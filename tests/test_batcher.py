@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from framefarm.tasks.batcher import BatcherStopped, MicroBatcher
+from framefarm.modules.batcher import BatcherStopped, MicroBatcher
 
 
 def test_concurrent_submits_are_grouped_into_full_batches_and_each_gets_its_own_result() -> None:

@@ -31,6 +31,7 @@ from framefarm.plugins import builtin_modules
 from framefarm.results import result_json
 from framefarm.tasks.yolo import Yolo, YoloOptions
 
+from harness import stage_context
 from peers import wait_for
 
 
@@ -177,20 +178,6 @@ class Scripted(Output[ScriptedOptions]):
             raise outcome
 
 
-def stage_context(bus_url: str, tmp_path: Path, options: OutputOptions) -> ModuleContext:
-    service = ServiceOptions(runtime_dir=tmp_path)
-    return ModuleContext(
-        alias=str(options.alias),
-        options=options,
-        service=service,
-        routes=Routes(processors=(), outputs=(Stage(str(options.alias), "*"),)),
-        bus=connect(bus_url, service),
-        base_dir=tmp_path,
-        runtime_dir=tmp_path,
-        log=logging.getLogger(str(options.alias)),
-    )
-
-
 def send_frame(bus: Bus, queue: str, seq: int) -> None:
     message = FrameMessage(
         stream="cam", input="cam", source="cam", seq=seq, captured_at=time.time(), width=2, height=2,
@@ -250,6 +237,9 @@ def test_retries_exhausted_send_the_frame_to_the_dead_letters_released(bus_url: 
         wait_for(lambda: bus.flow.counters().get("cam", {}).get("dead") == 1)
     assert output.calls == 2  # the first try and one retry
     assert bus.flow.in_flight("cam") == 0
+    state = bus.flow.reports()["hook"]  # what pipectl status shows under outputs
+    assert (state["state"], state["retried"], state["failed"]) == ("failing", 2, 1)
+    assert state["last_error"] == "retries exhausted: timeout"
 
 
 def test_the_worked_example_writes_the_latest_result_and_waits_for_its_folder(bus_url: str, tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ def test_a_held_delivery_outlives_ack_wait_and_comes_back_when_its_worker_dies(
 
 def test_a_message_delivered_too_often_is_dead_lettered(make_bus: Callable[..., NatsBus]) -> None:
     bus = make_bus(max_deliveries=2)
-    bus.broker.add_middleware(ReleaseFailedFrames(bus.frames, bus.flow))  # as every Stage adds it
+    bus.broker.add_middleware(ReleaseFailedFrames(bus.frames, bus.flow, lambda error: None))  # as every Stage does
     assert bus.frames.put("k", os.urandom(STORED_BYTES), ttl=60, refs=1) == {}
     bus.send("poison", {"key": "k", "input": "s"})
     consumer = bus.broker.consume("poison", prefetch=1, timeout=500)

@@ -18,6 +18,7 @@ from .config.registry import REGISTRIES
 from .config.schema import DEFAULT_STOP_TIMEOUT_S
 from .config.urls import redact_text, redact_url
 from .errors import BusError, ConfigError, FramefarmError
+from .outputs.delivery import ROLE as OUTPUT_ROLE
 from .plugins import load_kinds
 from .supervisord import broker_files, embedded, leftovers
 from .supervisord.control import Master
@@ -200,18 +201,30 @@ def cmd_status(config: Path, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-REPORT_OLD_S = 5.0  # a state reported longer ago than this is shown with its age: its input may be gone
+REPORT_OLD_S = 5.0  # a state reported longer ago than this is shown with its age: its module may be gone
 
 
 def _print_states(reports: Mapping[str, Mapping[str, Any]]) -> None:
-    """The latest state of each live input, one indented line each (state, rates, age of the last frame,
-    reconnects, frames not sent by reason, last error), its texts redacted once more."""
-    if not reports:
-        return
-    print("\nlive inputs:")
+    """The latest state of each live input and output, one indented line each, its texts redacted once more."""
+    outputs = {name: fields for name, fields in reports.items() if fields.get("role") == OUTPUT_ROLE}
+    inputs = {name: fields for name, fields in reports.items() if name not in outputs}
     now = time.time()
-    for stream, fields in sorted(reports.items()):
-        print(f"  {stream}  {_state_line(fields, now)}")
+    for title, group, line in (("live inputs", inputs, _state_line), ("outputs", outputs, _delivery_line)):
+        if group:
+            print(f"\n{title}:")
+        for name, fields in sorted(group.items()):
+            print(f"  {name}  {line(fields, now)}")
+
+
+def _delivery_line(fields: Mapping[str, Any], now: float) -> str:
+    """An output's state: delivering or failing, what it sent, retried, failed, dropped and its last error."""
+    counts = ("sent", "retried", "failed", "dropped", "filtered")
+    parts = [
+        f"{fields.get('state', '?')} for {now - fields.get('since', now):.0f}s",
+        " ".join(f"{name} {fields.get(name, 0)}" for name in counts),
+        f"last error: {redact_text(str(fields['last_error']))}" if fields.get("last_error") else "",
+    ]
+    return _aged("; ".join(part for part in parts if part), fields, now)
 
 
 def _state_line(fields: Mapping[str, Any], now: float) -> str:
@@ -226,9 +239,13 @@ def _state_line(fields: Mapping[str, Any], now: float) -> str:
         f"source {redact_text(str(fields.get('source', '')))}",
         f"last error: {redact_text(str(fields['last_error']))}" if fields.get("last_error") else "",
     ]
+    return _aged("; ".join(part for part in parts if part), fields, now)
+
+
+def _aged(line: str, fields: Mapping[str, Any], now: float) -> str:
     if now - fields.get("at", now) > REPORT_OLD_S:
-        parts.append(f"(reported {now - fields['at']:.0f}s ago)")
-    return "; ".join(part for part in parts if part)
+        return f"{line}; (reported {now - fields['at']:.0f}s ago)"
+    return line
 
 
 def cmd_describe(_config: Path, args: argparse.Namespace) -> int:

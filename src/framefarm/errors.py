@@ -46,13 +46,25 @@ class SinkError(FramefarmError):
 
 
 class SinkUnavailable(SinkError):
-    """Worth another try: the receiver is down, timed out or answered 5xx/429. Retried with backoff."""
+    """Worth another try: the receiver is down, timed out or answered 5xx/429. Retried with backoff, or after
+    ``retry_after`` seconds when the receiver said when (an HTTP ``Retry-After``)."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class SinkRejected(SinkError):
     """Never worth another try: the receiver refused the result (a 4xx, a payload it does not take).
 
     The frame is dropped and counted as ``rejected.<output>``; the receiver's answer belongs in the message.
+    """
+
+
+class SinkFull(SinkError):
+    """The output dropped the result unsent: too many results already wait for its receiver (``max_pending``).
+
+    Counted as ``dropped.<output>``, the frame released: a receiver that never returns cannot fill the broker.
     """
 
 

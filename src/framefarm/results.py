@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .message import FrameMessage
@@ -10,7 +11,9 @@ YOLO_DECIMALS = 6
 
 
 def result_json(message: FrameMessage) -> dict[str, Any]:
+    """The result of one frame; ``id`` is unique per frame, so a receiver can drop one delivered twice."""
     return {
+        "id": message.frame_id,
         "stream": message.stream,
         "source": message.source,
         "seq": message.seq,
@@ -21,6 +24,12 @@ def result_json(message: FrameMessage) -> dict[str, Any]:
         "model": message.model,
         "detections": message.detections or [],
     }
+
+
+def yolo_header(message: FrameMessage, **extra: Any) -> str:
+    """The line before a frame's YOLO lines when they travel alone: ``# {"id": ..., "stream": ..., ...}``."""
+    fields = {"id": message.frame_id, "stream": message.stream, "seq": message.seq, "source": message.source}
+    return "# " + json.dumps(fields | extra, ensure_ascii=False) + "\n"
 
 
 def reply_payload(message: FrameMessage) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import httpx
 
 from ..config.urls import redact_text, redact_url
 from ..errors import BadInput, SourceUnavailable
+from ..tls import client_context
 from .images import inspect_image
 from .mjpeg import ChallengeAuth
 
@@ -65,13 +66,11 @@ def client(url: str, auth: str, verify: bool, ca_file: Path | None, timeout: htt
     credentials = None
     if parts.username is not None:
         credentials = SCHEMES[auth](unquote(parts.username), unquote(parts.password or ""))
-    checked: bool | ssl.SSLContext = verify
-    if ca_file is not None and verify:
-        try:
-            checked = ssl.create_default_context(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise SourceUnavailable(f"{redact_url(url)}: ca_file: {exc}") from exc
-    return httpx.Client(timeout=timeout, verify=checked, auth=credentials, follow_redirects=False), bare
+    try:
+        context = client_context(verify=verify, ca_file=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SourceUnavailable(f"{redact_url(url)}: ca_file: {exc}") from exc
+    return httpx.Client(timeout=timeout, verify=context, auth=credentials, follow_redirects=False), bare
 
 
 def fetch(http: httpx.Client, url: str, shown: str, state: Fetched, max_body: int) -> bytes | None:

@@ -24,6 +24,16 @@ def rejected(output: str) -> str:
     return f"rejected.{output}"
 
 
+def filtered(output: str) -> str:
+    """Frames ``output`` had nothing to deliver for: its filters left no result to send (wanted, not a loss)."""
+    return f"filtered.{output}"
+
+
+def dropped(output: str) -> str:
+    """Frames ``output`` dropped unsent because too many were already waiting for its receiver (``max_pending``)."""
+    return f"dropped.{output}"
+
+
 def retried(output: str) -> str:
     """Deliveries ``output`` will try again (receiver down, timeout, 5xx)."""
     return f"retried.{output}"

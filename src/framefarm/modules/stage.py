@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import dramatiq
@@ -59,9 +60,12 @@ class Stage(Module[SO]):
             self.ctx.bus.frames.discard(message.key, message.input)
             self.ctx.bus.flow.count(message.input, counters.FAILED)
 
+    def on_dead(self, error: str) -> None:
+        """A message went to the dead letters after its last retry failed with ``error`` (its frame is released)."""
+
     def run(self, stop: threading.Event) -> None:
         bus, retry = self.ctx.bus, self.options.retry
-        bus.broker.add_middleware(ReleaseFailedFrames(bus.frames, bus.flow))
+        bus.broker.add_middleware(ReleaseFailedFrames(bus.frames, bus.flow, self.on_dead))
         serve_queue(
             bus,
             self.ctx.alias,
@@ -82,9 +86,10 @@ class ReleaseFailedFrames(Middleware):
     and a file input would stall once enough frames had failed.
     """
 
-    def __init__(self, frames: FrameStore, flow: Flow) -> None:
+    def __init__(self, frames: FrameStore, flow: Flow, on_dead: Callable[[str], None]) -> None:
         self.frames = frames
         self.flow = flow
+        self.on_dead = on_dead
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.broker.MessageProxy) -> None:
         payload = message.args[0] if message.args else None
@@ -93,5 +98,6 @@ class ReleaseFailedFrames(Middleware):
         try:
             self.frames.discard(payload["key"], payload["input"])
             self.flow.count(payload["input"], counters.DEAD)
+            self.on_dead((message.options.get("traceback") or "").strip().rpartition("\n")[2])
         except Exception:  # a hook that fails must not stop the others (or the worker)
             log.exception("cannot release the frame of dead-lettered message %s", message.message_id)

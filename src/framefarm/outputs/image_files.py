@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Literal
 
-import cv2
 from pydantic import Field
 
 from ..atomic import write_atomic
@@ -17,15 +16,13 @@ from ..config.schema import OutputOptions
 from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..results import result_json, yolo_text
-from ..vision.codec import decode_frame, encode_frame
-from ..vision.detections import Detection
-from ..vision.draw import draw_detections
+from ..vision.codec import encode_frame
 from .base import Output
+from .picture import JPEG_QUALITY, picture
 
 SEQ_DIGITS = 9
 FRAME_INDEX_DIGITS = 6
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
-ANNOTATED_JPEG_QUALITY = 90
 
 
 class ImageFilesOptions(OutputOptions):
@@ -77,13 +74,6 @@ class ImageFiles(Output[ImageFilesOptions]):
         frame = self.ctx.bus.frames.fetch(message)
         if self.options.save_image == "raw" and message.format in EXTENSIONS:
             return EXTENSIONS[message.format], frame
-        image = decode_frame(frame, message.format, *message.stored_size)
-        if message.scale != 1.0:  # draw on, and save, the frame in its original size
-            image = cv2.resize(image, (message.width, message.height), interpolation=cv2.INTER_LINEAR)
         if self.options.save_image == "raw":
-            return ".png", encode_frame(image, "png", ANNOTATED_JPEG_QUALITY)
-        detections = [Detection(d["class_id"], d["confidence"], tuple(d["box"])) for d in message.detections or []]
-        names = {d["class_id"]: d["class_name"] for d in message.detections or []}
-        labels = [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
-        annotated = draw_detections(image, detections, labels)
-        return ".jpg", encode_frame(annotated, "jpeg", ANNOTATED_JPEG_QUALITY)
+            return ".png", encode_frame(picture(frame, message, annotated=False), "png", JPEG_QUALITY)
+        return ".jpg", encode_frame(picture(frame, message, annotated=True), "jpeg", JPEG_QUALITY)

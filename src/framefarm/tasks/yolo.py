@@ -19,12 +19,12 @@ from ..config.types import Duration
 from ..config.yamlpos import Loc
 from ..errors import ModelError
 from ..message import FrameMessage
+from ..modules.batcher import MicroBatcher
 from ..vision.codec import decode_frame
 from ..vision.detector import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, Detector
 from ..vision.model import YoloModel, load_names
 from ..vision.runtime import default_threads
 from .base import Processor
-from .batcher import MicroBatcher
 
 DEFAULT_BATCH = 8
 DEFAULT_MAX_WAIT_S = 0.010

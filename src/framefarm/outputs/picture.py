@@ -1,0 +1,32 @@
+"""A frame as outputs show it: decoded at its original size, as received or with its detections drawn."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..message import FrameMessage
+from ..vision.codec import decode_frame, encode_frame, shrink
+from ..vision.detections import Detection
+from ..vision.draw import draw_detections
+
+JPEG_QUALITY = 90
+
+
+def picture(frame: bytes, message: FrameMessage, *, annotated: bool) -> np.ndarray:
+    """The frame in its original size (a pre-shrunk frame is scaled back up), its boxes drawn when ``annotated``."""
+    image = decode_frame(frame, message.format, *message.stored_size)
+    if message.scale != 1.0:
+        image = cv2.resize(image, (message.width, message.height), interpolation=cv2.INTER_LINEAR)
+    if not annotated:
+        return image
+    detections = [Detection(d["class_id"], d["confidence"], tuple(d["box"])) for d in message.detections or []]
+    names = {d["class_id"]: d["class_name"] for d in message.detections or []}
+    labels = [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
+    return draw_detections(image, detections, labels)
+
+
+def snapshot_jpeg(frame: bytes, message: FrameMessage, *, annotated: bool, max_side: int) -> bytes:
+    """A JPEG of the frame no larger than ``max_side`` on its longer side, for results that carry their image."""
+    image, _ = shrink(picture(frame, message, annotated=annotated), max_side)
+    return encode_frame(image, "jpeg", JPEG_QUALITY)
