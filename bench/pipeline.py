@@ -1,6 +1,7 @@
 """The whole pipeline against the bare loop, on the same video, model, batch and cores, in one run.
 
-    python bench/pipeline.py [--video V] [--model M.onnx] [--size 640] [--batch 8] [--device cpu] [--workers N]
+    python bench/pipeline.py [--video V] [--model M.onnx | --null] [--size 640] [--batch 8] [--device cpu]
+                             [--workers N]
 
 (1) bare loop: one process decodes the video with PyAV, letterboxes and runs onnxruntime in batches on all
 the threads;
@@ -10,6 +11,9 @@ the video is dropped into the watched folder and every frame's JSON result count
 Pipeline time runs from the first frame's capture to the last result written.
 (3) latency: the same pipeline fed in real time (the input paces frames by their timestamps) at half the
 throughput measured in (2), so it is not overloaded; latency is result written - frame captured.
+`--null` generates a model that costs nothing (bench/nullmodel.py), so what is measured is everything else.
+`cpu_ms_per_frame=input:…,processor:…,output:…,broker:…` is the CPU each role's processes spent per frame of (2),
+read from /proc from the moment the models were loaded until the last result.
 The last line is `efficiency=<pipeline fps / bare fps> ...`, with `batch_ms`: one batch on one worker's threads.
 """
 
@@ -28,9 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import av
-from machine import machine, usable_cores
+from machine import cpu_seconds, machine, usable_cores
+from nullmodel import write_null_model
 
 from framefarm.ingest.dir_videos import too_soon
+from framefarm.supervisord.running import Running
 from framefarm.vision.detector import Detector
 from framefarm.vision.model import YoloModel
 
@@ -38,6 +44,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEFAULT_VIDEO = SHARED / "media" / "vtest.avi"
 DEFAULT_MODEL = SHARED / "models" / "yolov8n-untrained.onnx"
 RESULT_TIMEOUT_S = 900
+ROLES = {"video": "input", "detector": "processor", "results": "output", "embedded-broker": "broker"}  # by group
 MS = 1000.0
 
 
@@ -57,6 +64,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", default="raw", choices=["raw", "jpeg", "png"], help="frames.format")
     parser.add_argument("--max-in-flight", type=int, default=None, help="default: 3 x batch x workers")
     parser.add_argument("--no-spin", action="store_true", help="onnxruntime threads do not spin when idle (both loops)")
+    parser.add_argument(
+        "--null", action="store_true", help="a generated model that costs nothing (bench/nullmodel.py) at --size"
+    )
     return parser.parse_args(argv)
 
 
@@ -150,8 +160,11 @@ pipeline:
 """
 
 
-def pipeline(args: argparse.Namespace, frames: int, input_extra: str = "") -> tuple[float, list[float]]:
-    """(seconds from first capture to last result, per-frame latencies in seconds) through pipectl."""
+def pipeline(
+    args: argparse.Namespace, frames: int, input_extra: str = ""
+) -> tuple[float, list[float], dict[str, float]]:
+    """(seconds from first capture to last result, per-frame latencies in seconds, CPU seconds by role while the
+    frames went through: input, processor, output, broker) through pipectl."""
     with tempfile.TemporaryDirectory(prefix="ffbench-") as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
@@ -164,10 +177,13 @@ def pipeline(args: argparse.Namespace, frames: int, input_extra: str = "") -> tu
         try:
             logs = root / "run" / "logs"
             _wait_for(lambda: len([p for p in logs.glob("detector*.log") if "model" in _read(p)]) == args.workers, 120)
+            roles = _roles(config)
+            before = _cpu_by_role(roles)  # startup (imports, model loading) excluded
             shutil.copyfile(args.video, root / f".{args.video.name}")
             os.replace(root / f".{args.video.name}", root / "in" / args.video.name)
             results = root / "out" / "video"
             _wait_for(lambda: results.is_dir() and len(os.listdir(results)) >= 2 * frames, RESULT_TIMEOUT_S)
+            after = _cpu_by_role(roles)
         finally:
             subprocess.run([*pipectl, "-s", "quit", "-c", str(config)], check=False, capture_output=True)
         done = [(json.loads(p.read_text())["captured_at"], p.stat().st_mtime) for p in results.glob("*.json")]
@@ -175,7 +191,21 @@ def pipeline(args: argparse.Namespace, frames: int, input_extra: str = "") -> tu
         raise SystemExit(f"pipeline delivered {len(done)} results for {frames} frames")
     first = min(captured for captured, _ in done)
     last = max(written for _, written in done)
-    return last - first, [written - captured for captured, written in done]
+    cpu = {role: after[role] - before[role] for role in ROLES.values()}
+    return last - first, [written - captured for captured, written in done], cpu
+
+
+def _roles(config: Path) -> dict[int, str]:
+    """pid -> role (input, processor, output, broker) of the running pipeline's processes."""
+    processes = Running.of(config).master.processes()
+    return {info["pid"]: ROLES[info["group"]] for info in processes if info["pid"] and info["group"] in ROLES}
+
+
+def _cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
+    totals = dict.fromkeys(ROLES.values(), 0.0)
+    for pid, role in roles.items():
+        totals[role] += cpu_seconds(pid)
+    return totals
 
 
 def _read(path: Path) -> str:
@@ -192,6 +222,13 @@ def _wait_for(condition, timeout: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _args(argv)
+    with tempfile.TemporaryDirectory(prefix="ffbench-null-") as tmp:
+        if args.null:
+            args.model = write_null_model(Path(tmp) / f"null-{args.size}.onnx", args.size)
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     args.model, args.video = args.model.resolve(), args.video.resolve()
     threads = args.threads or usable_cores()
     args.workers = args.workers or (threads if args.device == "cpu" else 1)
@@ -200,17 +237,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     frames, bare_s = bare_loop(args, threads)
     bare_fps = frames / bare_s
     print(f"bare loop: {frames} frames in {bare_s:.2f}s = {bare_fps:.1f} fps")
-    pipe_s, _ = pipeline(args, frames)
+    pipe_s, _, cpu = pipeline(args, frames)
     pipe_fps = frames / pipe_s
     print(f"pipeline:  {frames} frames in {pipe_s:.2f}s = {pipe_fps:.1f} fps (frames.format {args.format})")
     paced_fps = pipe_fps / 2
     pts = video_pts(args.video)
     paced = paced_frames(pts, paced_fps)
-    _, latencies = pipeline(args, paced, f"      realtime: true\n      fps: {paced_fps:.3f}\n")
+    _, latencies, _ = pipeline(args, paced, f"      realtime: true\n      fps: {paced_fps:.3f}\n")
     quantiles = statistics.quantiles(latencies, n=100)
     print(f"latency:   {paced} frames fed in real time at {paced_fps:.1f} fps")
     print(machine(YoloModel(args.model, threads=threads, device=args.device), threads))
     print(f"pipeline: {args.workers} detector processes x {args.worker_threads} intra-op threads")
+    per_frame = ",".join(f"{role}:{seconds / frames * MS:.2f}" for role, seconds in cpu.items())
+    print(f"cpu_ms_per_frame={per_frame} total:{sum(cpu.values()) / frames * MS:.2f}")
     print(
         f"efficiency={pipe_fps / bare_fps:.3f} pipeline_fps={pipe_fps:.1f} bare_fps={bare_fps:.1f} "
         f"p50_latency_ms={quantiles[49] * MS:.0f} p99_latency_ms={quantiles[98] * MS:.0f} "

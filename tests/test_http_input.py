@@ -402,3 +402,31 @@ def test_a_tag_no_processor_takes_is_answered_at_once_and_the_oldest_results_are
         {**answers[2].json()["results"][0], "source": "p2", "detections": [], "model": None}
     ]
     assert states == [404, 200, 200]  # max_results: 2
+
+
+def test_a_frame_given_up_by_the_detector_is_answered_failed_at_once(tmp_path: Path, bus_url: str) -> None:
+    with (
+        detector(tmp_path, bus_url),
+        server(tmp_path, bus_url, routes=DETECTED, max_age="1ms") as (_upload, url),
+    ):
+        answer = post(url, DOG, params={"wait": "true"}, timeout=60)
+        frame_id = answer.json()["ids"][0]
+        later = httpx.get(f"{url}/v1/frames/{frame_id}").json()
+    assert answer.status_code == 200 and answer.json()["failed"] == [frame_id]  # not a 504 after wait_timeout
+    assert answer.json()["results"] == [{"error": "skipped: older than its input's max_age"}]
+    assert later == {"id": frame_id, "state": "failed", "error": "skipped: older than its input's max_age"}
+
+
+def test_what_waiting_needs_is_checked_with_the_config(tmp_path: Path) -> None:
+    http_input = (
+        "    - name: http\n      alias: uploads\n      tag: cam.uploads\n      max_files: 10\n      max_results: 5\n"
+        "      wait_timeout: 10m\n      result_ttl: 5m\n"
+    )
+    text = VALID.replace(
+        "    - name: dir_images\n      alias: uploads\n      tag: cam.uploads\n      path: ${INBOX:-in}\n", http_input
+    )
+    assert problems(write(tmp_path, text)) == [
+        "pipeline.yaml:10: pipeline.inputs[0].max_results: below max_files (10): one request's frames must all be kept",
+        "pipeline.yaml:11: pipeline.inputs[0].wait_timeout: longer than result_ttl (300s), which keeps what it "
+        "waits for",
+    ]

@@ -255,8 +255,10 @@ pipeline:
 class TcpReceiver:
     """Reads records in either framing (its own reader), ``drop_after`` records per connection then closes it."""
 
-    def __init__(self, port: int, framing: str, drop_after: int | None = None) -> None:
-        self.framing, self.drop_after = framing, drop_after
+    def __init__(
+        self, port: int, framing: str, drop_after: int | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.framing, self.drop_after, self.tls = framing, drop_after, tls
         self.records: list[dict] = []
         self.connections = 0
         self.conn: socket.socket | None = None
@@ -271,6 +273,8 @@ class TcpReceiver:
             except OSError:
                 return
             self.connections += 1
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             self.conn = conn
             with conn, conn.makefile("rb") as stream:
                 for taken in range(self.drop_after or 10**9):
@@ -324,6 +328,23 @@ def test_tcp_reconnects_after_a_dropped_connection_and_keeps_up_to_max_pending(
     assert any(said in while_away["last_error"] for said in ("Connection refused", "(max_pending) already wait"))
     assert count(out, counters.delivered("out")) == 6 and out.ctx.bus.flow.in_flight("cam") == 0
     assert first and receiver.connections == 1
+
+
+def test_tcp_over_tls_notices_the_receiver_closing_before_the_next_record(
+    tmp_path: Path, bus_url: str, authority: tuple[ssl.SSLContext, Path]
+) -> None:
+    context, ca_file = authority
+    port = free_port()
+    out = output(TcpOutput, tmp_path, bus_url, host="localhost", port=port, tls=True, ca_file=ca_file, retry=FAST_RETRY)
+    receiver = TcpReceiver(port, "jsonl", drop_after=2, tls=context)  # TLS 1.3: it sends session tickets too
+    with running(out):
+        ids = [send(out.ctx.bus, seq) for seq in range(2)]
+        wait_for(lambda: len(receiver.records) == 2 and count(out, counters.delivered("out")) == 2, 20, "2 records")
+        ids += [send(out.ctx.bus, seq) for seq in range(2, 4)]
+        wait_for(lambda: len(receiver.records) == 4, 20, "2 more over a new connection")
+        receiver.close()
+    assert sorted(r["id"] for r in receiver.records) == sorted(ids) and receiver.connections == 2
+    assert count(out, counters.retried("out")) == 0  # the close was seen before writing, nothing had to be resent
 
 
 # ---- udp ----

@@ -37,6 +37,11 @@ def reply_payload(message: FrameMessage) -> dict[str, Any]:
     return {"id": message.frame_id, "result": result_json(message)}
 
 
+def failure_payload(key: str, error: str) -> dict[str, Any]:
+    """What a frame's reply queue is sent when no result will come: the frame was given up (read by replies.py)."""
+    return {"id": key.rpartition(":")[2], "error": error}
+
+
 def yolo_text(message: FrameMessage) -> str:
     """``class_id cx cy w h confidence`` per detection, 6 decimals; empty when nothing was found."""
     return "".join(

@@ -155,6 +155,8 @@ class ModuleOptions(StrictModel):
 class InputOptions(ModuleOptions):
     section: ClassVar[str] = "inputs"
     lossless: ClassVar[bool] = False
+    #: Frames it accepted were promised a result (an upload answered 202): kept as long as a lossless input's.
+    promised: ClassVar[bool] = False
     tag: Tag = Field(description="Tag of every frame this input produces; processors and outputs match it.")
     max_in_flight: int = Field(
         DEFAULT_MAX_IN_FLIGHT,

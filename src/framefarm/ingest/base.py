@@ -76,7 +76,8 @@ class Publisher:
         self.ctx = ctx
         self.options = ctx.options
         self.lossless = type(self.options).lossless
-        self.ttl = ctx.service.frames.lossless_ttl if self.lossless else ctx.service.frames.ttl
+        kept_long = self.lossless or type(self.options).promised
+        self.ttl = ctx.service.frames.lossless_ttl if kept_long else ctx.service.frames.ttl
         self.first_hop = ctx.routes.first_hop(self.options.tag)
         self.refs = len(ctx.routes.outputs_for(self.options.tag))
         self.routes: dict[str, tuple[list[str], int]] = {self.options.tag: (self.first_hop, self.refs)}

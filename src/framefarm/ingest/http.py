@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import httpx
 from pydantic import ByteSize, Field, TypeAdapter, ValidationError
@@ -42,7 +42,7 @@ from ..web.server import problem, serve
 from .base import Input
 from .folder import DEFAULT_MAX_PIXELS
 from .images import inspect_image
-from .replies import UNKNOWN, Replies, receiving, reply_queue
+from .replies import DONE, UNKNOWN, Replies, receiving, reply_queue
 from .snapshot import Fetched, checked_image, client, fetch, refuse_private
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
@@ -69,6 +69,7 @@ class TlsOptions(StrictModel):
 
 
 class HttpOptions(InputOptions):
+    promised: ClassVar[bool] = True  # a 202 is a promise: the frame must outlive a backlog or a killed detector
     name: Literal["http"] = Field(description="Take images uploaded over HTTP(S): POST /v1/frames.")
     listen: str = Field(
         DEFAULT_LISTEN,
@@ -142,6 +143,10 @@ class Http(Input[HttpOptions]):
         for field, path in (("cert", tls.cert), ("key", tls.key)):
             if path is not None and not ctx.resolve(path).is_file():
                 yield ("tls", field), f"{ctx.resolve(path)} is not a file"
+        if options.max_results < options.max_files:
+            yield ("max_results",), f"below max_files ({options.max_files}): one request's frames must all be kept"
+        if options.wait_timeout > options.result_ttl:
+            yield ("wait_timeout",), f"longer than result_ttl ({options.result_ttl:g}s), which keeps what it waits for"
 
     def setup(self) -> None:
         if self.options.url is None:
@@ -226,7 +231,8 @@ class Http(Input[HttpOptions]):
             if state == UNKNOWN:
                 ttl = self.options.result_ttl
                 return problem(404, f"no frame {frame_id} here (never accepted, or older than {ttl:g}s)", state=state)
-            return JSONResponse({"id": frame_id, "state": state, **({"result": result} if result else {})})
+            answer = {} if result is None else {"result": result} if state == DONE else result
+            return JSONResponse({"id": frame_id, "state": state, **answer})
 
         routes = [
             Route("/v1/frames", frames, methods=["POST"]),
@@ -252,7 +258,8 @@ class Http(Input[HttpOptions]):
             pending = [frame_id for frame_id, result in zip(ids, results, strict=True) if result is None]
             error = f"no result within wait_timeout ({self.options.wait_timeout:g}s); ask GET /v1/frames/{{id}} later"
             return problem(504, error, ids=ids, pending=pending, results=results)
-        return JSONResponse({"ids": ids, "results": results})
+        failed = [frame_id for frame_id, result in zip(ids, results, strict=True) if "error" in result]
+        return JSONResponse({"ids": ids, "results": results, **({"failed": failed} if failed else {})})
 
     def authorize(self, request: Request) -> None:
         """401 without a bearer token, 403 with a wrong one (when ``token`` is set)."""
@@ -337,20 +344,24 @@ class Http(Input[HttpOptions]):
         key = frame_key(self.ctx.alias)
         frame_id = key.rpartition(":")[2]
         self.replies.expect(frame_id)  # before its result can arrive
-        with self.publishing:
-            published = self.publisher.publish(
-                data,
-                fmt=fmt,
-                width=width,
-                height=height,
-                source=source or frame_id,
-                stop=stop,
-                key=key,
-                tag=tag,
-                reply=reply_queue(self.ctx.alias),
-            )
+        published = False
+        try:
+            with self.publishing:
+                published = self.publisher.publish(
+                    data,
+                    fmt=fmt,
+                    width=width,
+                    height=height,
+                    source=source or frame_id,
+                    stop=stop,
+                    key=key,
+                    tag=tag,
+                    reply=reply_queue(self.ctx.alias),
+                )
+        finally:
+            if not published:  # dropped (the stream is full), or the bus failed
+                self.replies.forget(frame_id)
         if not published:
-            self.replies.forget(frame_id)
             limit = self.options.max_in_flight
             raise Refused(
                 503,

@@ -24,7 +24,7 @@ from ..bus.base import Bus
 from ..bus.worker import consuming
 
 PREFIX = "_replies."  # aliases start with a letter or digit: no stage's queue can be named like this
-PENDING, DONE, UNKNOWN = "pending", "done", "unknown"
+PENDING, DONE, FAILED, UNKNOWN = "pending", "done", "failed", "unknown"
 REPLY_THREADS = 1  # storing a result is a dict update
 
 
@@ -36,8 +36,17 @@ def reply_queue(alias: str) -> str:
 @dataclass(slots=True)
 class Entry:
     expires: float
-    result: dict[str, Any] | None = None  # None while pending
+    result: dict[str, Any] | None = None  # set when done
+    error: str | None = None  # set when failed: the frame was given up and no result will come
     waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return DONE if self.result is not None else FAILED if self.error is not None else PENDING
+
+    def answer(self) -> dict[str, Any] | None:
+        """The result when done, ``{"error": ...}`` when failed, None while pending."""
+        return self.result if self.result is not None else {"error": self.error} if self.error is not None else None
 
 
 class Replies:
@@ -59,11 +68,12 @@ class Replies:
         with self.lock:
             self.entries.pop(frame_id, None)
 
-    def arrived(self, frame_id: str, result: dict[str, Any]) -> None:
-        """The result of ``frame_id`` (again, after a redelivery: the newer one is kept); wakes its waiters."""
+    def arrived(self, frame_id: str, result: dict[str, Any] | None, error: str | None = None) -> None:
+        """The result of ``frame_id``, or the ``error`` it was given up for (again, after a redelivery: the newer
+        one is kept); wakes its waiters."""
         with self.lock:
             entry = self.entries.pop(frame_id, None) or Entry(0.0)
-            entry.result, entry.expires = result, time.monotonic() + self.ttl
+            entry.result, entry.error, entry.expires = result, error, time.monotonic() + self.ttl
             self.entries[frame_id] = entry
             waiters, entry.waiters = entry.waiters, []
             self._forget_old()
@@ -72,22 +82,23 @@ class Replies:
                 loop.call_soon_threadsafe(_settle, future)
 
     def state(self, frame_id: str) -> tuple[str, dict[str, Any] | None]:
-        """(pending | done | unknown, the result when done)."""
+        """(pending | done | failed | unknown, the result when done or ``{"error": ...}`` when failed)."""
         with self.lock:
             self._forget_old()
             entry = self.entries.get(frame_id)
         if entry is None:
             return UNKNOWN, None
-        return (PENDING, None) if entry.result is None else (DONE, entry.result)
+        return entry.state, entry.answer()
 
     async def wait(self, frame_ids: list[str], timeout: float) -> list[dict[str, Any] | None]:
-        """The results of ``frame_ids`` once all are done, or within ``timeout`` (None for those still pending)."""
+        """What ``frame_ids`` came to (see ``Entry.answer``) once none is pending, or after ``timeout`` (None for
+        those still pending)."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
         with self.lock:
             for frame_id in frame_ids:
                 entry = self.entries.get(frame_id)
-                if entry is not None and entry.result is None:
+                if entry is not None and entry.state == PENDING:
                     future = loop.create_future()
                     entry.waiters.append((loop, future))
                     futures.append(future)
@@ -101,17 +112,19 @@ class Replies:
                 for entry in entries:
                     if entry is not None:
                         entry.waiters = [(lp, f) for lp, f in entry.waiters if f not in futures]
-        return [entry.result if entry is not None else None for entry in entries]
+        return [entry.answer() if entry is not None else None for entry in entries]
 
     def on_reply(self, payload: dict[str, Any]) -> None:
-        """The reply queue's handler: ``{"id": ..., "result": {...}}`` as sent by ``reply_payload``."""
-        self.arrived(payload["id"], payload["result"])
+        """The reply queue's handler: ``{"id", "result"}`` (results.reply_payload) or ``{"id", "error"}``
+        (results.failure_payload)."""
+        self.arrived(payload["id"], payload.get("result"), payload.get("error"))
 
     def _forget_old(self) -> None:
+        """Forget the oldest entries while they are past ``ttl`` or too many, but none a client waits for."""
         now = time.monotonic()
         while self.entries:
             frame_id, entry = next(iter(self.entries.items()))
-            if entry.expires > now and len(self.entries) <= self.limit:
+            if entry.waiters or (entry.expires > now and len(self.entries) <= self.limit):
                 return
             del self.entries[frame_id]
 

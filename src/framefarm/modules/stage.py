@@ -44,6 +44,7 @@ class Stage(Module[SO]):
             return False
         self.ctx.bus.frames.discard(message.key, message.input)
         self.ctx.bus.flow.count(message.input, counters.STALE)
+        self.dropped(message, "skipped: older than its input's max_age")
         return True
 
     def on_message(self, payload: dict[str, Any]) -> None:
@@ -55,13 +56,19 @@ class Stage(Module[SO]):
         except FrameMissing as exc:  # expired or already released: retrying cannot bring it back
             self.ctx.log.warning("%s: %s", message.source, exc)
             self.ctx.bus.flow.count(message.input, counters.MISSING)
+            self.dropped(message, str(exc))
         except BadInput as exc:  # undecodable frame: it fails alone, without retries
             self.ctx.log.warning("%s: %s", message.source, exc)
             self.ctx.bus.frames.discard(message.key, message.input)
             self.ctx.bus.flow.count(message.input, counters.FAILED)
+            self.dropped(message, str(exc))
 
-    def on_dead(self, error: str) -> None:
-        """A message went to the dead letters after its last retry failed with ``error`` (its frame is released)."""
+    def dropped(self, message: FrameMessage, reason: str) -> None:
+        """``message``'s frame was given up here for ``reason`` (stale, missing, undecodable): it goes no further."""
+
+    def on_dead(self, payload: dict[str, Any], error: str) -> None:
+        """A message (``payload``) went to the dead letters after its last retry failed with ``error``; its frame
+        was released."""
 
     def run(self, stop: threading.Event) -> None:
         bus, retry = self.ctx.bus, self.options.retry
@@ -86,7 +93,7 @@ class ReleaseFailedFrames(Middleware):
     and a file input would stall once enough frames had failed.
     """
 
-    def __init__(self, frames: FrameStore, flow: Flow, on_dead: Callable[[str], None]) -> None:
+    def __init__(self, frames: FrameStore, flow: Flow, on_dead: Callable[[dict[str, Any], str], None]) -> None:
         self.frames = frames
         self.flow = flow
         self.on_dead = on_dead
@@ -98,6 +105,6 @@ class ReleaseFailedFrames(Middleware):
         try:
             self.frames.discard(payload["key"], payload["input"])
             self.flow.count(payload["input"], counters.DEAD)
-            self.on_dead((message.options.get("traceback") or "").strip().rpartition("\n")[2])
+            self.on_dead(payload, (message.options.get("traceback") or "").strip().rpartition("\n")[2])
         except Exception:  # a hook that fails must not stop the others (or the worker)
             log.exception("cannot release the frame of dead-lettered message %s", message.message_id)

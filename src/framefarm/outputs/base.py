@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from abc import abstractmethod
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dramatiq
+from dramatiq.common import compute_backoff
+from dramatiq.middleware import CurrentMessage
 
 from ..config.schema import OutputOptions
 from ..errors import SinkFull, SinkRejected, SinkUnavailable
@@ -17,6 +20,7 @@ from .delivery import Delivery
 
 OO = TypeVar("OO", bound=OutputOptions)
 MS_PER_S = 1000
+RETRY_AFTER_MAX_S = 3600.0  # a receiver's Retry-After is honoured up to an hour
 RETRY_PREFIX = "dramatiq.errors.Retry: "  # how the last line of a retried SinkUnavailable's traceback starts
 
 
@@ -51,14 +55,29 @@ class Output(Stage[OO]):
             self.ctx.log.warning("%s seq %d not delivered, will retry: %s", message.stream, message.seq, exc)
             bus.flow.count(message.input, counters.retried(alias))
             self.delivery.will_retry(str(exc))
-            after = exc.retry_after
-            delay = None if after is None else int(min(after, self.options.retry.max_backoff) * MS_PER_S)
-            raise dramatiq.Retry(str(exc), delay=delay) from exc  # no traceback: the warning said it all
+            raise dramatiq.Retry(str(exc), delay=self.retry_delay(exc.retry_after)) from exc  # the warning said it all
         else:
             self.delivery.succeeded(filtered=not sent)
             outcome = counters.delivered(alias) if sent else counters.filtered(alias)
         bus.frames.release(message.key, message.input)
         bus.flow.count(message.input, outcome)
 
-    def on_dead(self, error: str) -> None:
+    def retry_delay(self, retry_after: float | None) -> int | None:
+        """Milliseconds until the next try: the kind's backoff (None: Dramatiq computes it), or what the receiver
+        asked for when that is longer (at most RETRY_AFTER_MAX_S)."""
+        if retry_after is None:
+            return None
+        retry = self.options.retry
+        current = CurrentMessage.get_current_message()
+        retries = current.options.get("retries", 0) if current is not None else 0
+        _, backoff_ms = compute_backoff(
+            retries, factor=int(retry.min_backoff * MS_PER_S), max_backoff=int(retry.max_backoff * MS_PER_S)
+        )
+        return max(backoff_ms, int(min(retry_after, RETRY_AFTER_MAX_S) * MS_PER_S))
+
+    def run(self, stop: threading.Event) -> None:
+        self.ctx.bus.broker.add_middleware(CurrentMessage())  # retry_delay reads the message's retries
+        super().run(stop)
+
+    def on_dead(self, payload: dict[str, Any], error: str) -> None:
         self.delivery.gave_up(f"retries exhausted: {error.removeprefix(RETRY_PREFIX)}")

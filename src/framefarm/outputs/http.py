@@ -37,6 +37,7 @@ DEFAULT_FLUSH_INTERVAL_S = 1.0
 SIGNATURE_HEADER = "X-Framefarm-Signature"
 TIMESTAMP_HEADER = "X-Framefarm-Timestamp"
 RETRIED_STATUSES = frozenset({408, 425, 429})  # besides every 5xx
+MAX_DEFAULT_THREADS = 64
 PATIENT_RETRIES = 10  # with the default backoff (0.5 s doubling up to 30 s, with jitter): at least 91 s in all
 ANSWER_SHOWN = 300  # characters of a refusing receiver's answer kept in the log and the status
 
@@ -58,7 +59,7 @@ class HttpOutputOptions(NetworkOutputOptions):
     client_cert: Path | None = Field(None, description="A PEM client certificate (with its key, or see client_key).")
     client_key: Path | None = Field(None, description="The PEM key of client_cert, when not in the same file.")
     threads: int | None = Field(  # type: ignore[assignment]
-        None, ge=1, le=512, description="Worker threads; default 2, or 2 x batch to keep batches full."
+        None, ge=1, le=512, description="Worker threads; default 2 x batch (at most 64), to keep batches full."
     )
     retry: RetryOptions = Field(
         default_factory=lambda: RetryOptions(max_retries=PATIENT_RETRIES),
@@ -67,7 +68,7 @@ class HttpOutputOptions(NetworkOutputOptions):
 
     @property
     def worker_threads(self) -> int:
-        return self.threads or 2 * self.batch
+        return self.threads or min(2 * self.batch, MAX_DEFAULT_THREADS)
 
 
 @registry.outputs.register

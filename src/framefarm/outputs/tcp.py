@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import array
 import fcntl
-import select
 import socket
 import ssl
 import struct
@@ -25,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -42,6 +41,7 @@ DEFAULT_MAX_PENDING = 1000
 PATIENT_RETRIES = 1_000_000  # with backoff capped at max_backoff: a receiver may stay away for days
 ACK_POLL_S = (0.0005, 0.05)  # first and longest wait between two looks at the unacknowledged bytes
 LENGTH = struct.Struct(">I")
+DISCARD_CHUNK = 65536
 
 
 class TcpOutputOptions(NetworkOutputOptions):
@@ -84,7 +84,7 @@ class TcpOutput(NetworkOutput[TcpOutputOptions]):
         self.lock = threading.Lock()  # one writer at a time on the one connection
         self.sock: socket.socket | None = None
         self.written = 0  # bytes written on this connection: a record is acknowledged when written - unacked >= its end
-        self.waiting: dict[str, float] = {}  # keys of results that failed and wait for a retry -> when
+        self.waiting: set[str] = set()  # keys of results that failed and wait for a retry
         self.waiting_lock = threading.Lock()
 
     def teardown(self) -> None:
@@ -93,7 +93,7 @@ class TcpOutput(NetworkOutput[TcpOutputOptions]):
 
     def send(self, message: FrameMessage) -> None:
         with self.waiting_lock:
-            full = message.key not in self.waiting and len(self.forget_gone()) >= self.options.max_pending
+            full = message.key not in self.waiting and len(self.waiting) >= self.options.max_pending
         if full:
             raise SinkFull(f"{self.options.max_pending} results (max_pending) already wait for {self.address}")
         body = self.body(message)
@@ -102,18 +102,20 @@ class TcpOutput(NetworkOutput[TcpOutputOptions]):
             self.write(record)
         except SinkUnavailable:
             with self.waiting_lock:
-                self.waiting[message.key] = time.monotonic()
+                self.waiting.add(message.key)
             raise
-        with self.waiting_lock:
-            self.waiting.pop(message.key, None)
+        self.no_longer_waiting(message.key)
 
-    def forget_gone(self) -> dict[str, float]:
-        """The waiting results, less those not retried here for long (dead-lettered, skipped as stale, or taken
-        by another worker): a retry comes back within ``max_backoff``."""
-        horizon = time.monotonic() - 2 * self.options.retry.max_backoff - self.options.timeout
-        for key in [key for key, failed in self.waiting.items() if failed < horizon]:
-            del self.waiting[key]
-        return self.waiting
+    def dropped(self, message: FrameMessage, reason: str) -> None:
+        self.no_longer_waiting(message.key)
+
+    def on_dead(self, payload: dict[str, Any], error: str) -> None:
+        super().on_dead(payload, error)
+        self.no_longer_waiting(payload["key"])
+
+    def no_longer_waiting(self, key: str) -> None:
+        with self.waiting_lock:
+            self.waiting.discard(key)
 
     def write(self, record: bytes) -> None:
         with self.lock:
@@ -163,19 +165,20 @@ class TcpOutput(NetworkOutput[TcpOutputOptions]):
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
-    """Whether the receiver closed (or reset) the connection: readable, yet nothing (or an error) to read."""
+    """Whether the receiver closed (or reset) the connection. What it sent (a TLS session ticket, anything) is read
+    and thrown away, so that it can neither hide the end of the stream nor fill the socket's buffer."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        raw = sock if not isinstance(sock, ssl.SSLSocket) else socket.socket(fileno=sock.fileno())
-        try:
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        finally:
-            if raw is not sock:
-                raw.detach()
+        while sock.recv(DISCARD_CHUNK):
+            pass
+        return True  # the end of the stream
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return False  # nothing more to read now: still open
     except OSError:
         return True
+    finally:
+        sock.settimeout(timeout)
 
 
 def unacknowledged(sock: socket.socket) -> int:

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import socket
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -47,32 +47,45 @@ class UdpOutputOptions(NetworkOutputOptions):
 @registry.outputs.register
 class UdpOutput(NetworkOutput[UdpOutputOptions]):
     def setup(self) -> None:
+        self.sock: socket.socket | None = None
+        self.address: tuple[Any, ...] = ()
+
+    def teardown(self) -> None:
+        self.close()
+
+    def send(self, message: FrameMessage) -> None:
+        sock = self.sock or self.open()
+        for datagram in self.datagrams(message):
+            try:
+                sock.sendto(datagram, self.address)
+            except OSError as exc:
+                self.close()  # resolved again on the next try: the host's address may have changed
+                raise SinkUnavailable(f"{self.address[0]} port {self.address[1]}: {exc.strerror or exc}") from exc
+
+    def open(self) -> socket.socket:
+        """A socket for the receiver's address, resolved now (a failure is retried like a receiver that is down)."""
         options = self.options
         try:
             family, _, _, _, address = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_DGRAM)[0]
         except OSError as exc:
             raise SinkUnavailable(f"cannot resolve {options.host}: {exc.strerror or exc}") from exc
-        self.address = address
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         if ipaddress.ip_address(address[0].split("%")[0]).is_multicast:
             if family == socket.AF_INET6:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, options.ttl)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, options.ttl)
             else:
-                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, options.ttl)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, options.ttl)
                 if options.multicast_interface:
                     interface = socket.inet_aton(options.multicast_interface)
-                    self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
         self.ctx.log.info("sending results to %s port %d", address[0], address[1])
+        self.sock, self.address = sock, address
+        return sock
 
-    def teardown(self) -> None:
-        self.sock.close()
-
-    def send(self, message: FrameMessage) -> None:
-        for datagram in self.datagrams(message):
-            try:
-                self.sock.sendto(datagram, self.address)
-            except OSError as exc:
-                raise SinkUnavailable(f"{self.address[0]} port {self.address[1]}: {exc.strerror or exc}") from exc
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def datagrams(self, message: FrameMessage) -> list[bytes]:
         whole = self.body(message)

@@ -1,15 +1,16 @@
 """What every processor kind shares: fetch the frame, add results, pass the message on (and the result to
-the input's reply queue when it asked for it and this is the last processor of the frame's route)."""
+the input's reply queue when it asked for it and this is the last processor of the frame's route, or the reason
+when the frame is given up on the way)."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..config.schema import ProcessorOptions
 from ..message import FrameMessage
 from ..modules.stage import Stage
-from ..results import reply_payload
+from ..results import failure_payload, reply_payload
 
 PO = TypeVar("PO", bound=ProcessorOptions)
 
@@ -24,7 +25,15 @@ class Processor(Stage[PO]):
         result = self.process(message, bus.frames.fetch(message))
         payload = result.model_dump(exclude_none=True)
         routes = self.ctx.routes
+        if message.reply and routes.last_processor(message.stream) == self.ctx.alias:
+            bus.send(message.reply, reply_payload(result))  # first: if it fails, the frame is not forwarded twice
         for queue in routes.after(self.ctx.alias, message.stream):
             bus.send(queue, payload)
-        if message.reply and routes.last_processor(message.stream) == self.ctx.alias:
-            bus.send(message.reply, reply_payload(result))
+
+    def dropped(self, message: FrameMessage, reason: str) -> None:
+        if message.reply:  # no result will come: the input's client hears it now rather than at its timeout
+            self.ctx.bus.send(message.reply, failure_payload(message.key, reason))
+
+    def on_dead(self, payload: dict[str, Any], error: str) -> None:
+        if payload.get("reply"):
+            self.ctx.bus.send(payload["reply"], failure_payload(payload["key"], f"retries exhausted: {error}"))
