@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from machine import machine, usable_cores
 
-from framefarm.ingest.images import inspect_image
+from framefarm.ingest.images import check_image
 from framefarm.vision.codec import decode_frame
 from framefarm.vision.detector import Detector
 from framefarm.vision.model import YoloModel
@@ -56,11 +56,11 @@ def detector_alone(args: argparse.Namespace, photos: list[bytes], threads: int) 
     """Images per second for JPEG decode + batched detection in one process."""
     model = YoloModel(args.model, threads=threads, device=args.device, size=(args.size, args.size))
     detector = Detector(model, max_batch=args.batch)
-    shapes = [inspect_image(data, 10**9) for data in photos]
+    checked = [check_image(data, 10**9) for data in photos]
 
     def batch(start: int) -> list:
-        picked = [(start + i) % len(photos) for i in range(args.batch)]
-        return [decode_frame(photos[i], *shapes[i]) for i in picked]
+        picked = [checked[(start + i) % len(photos)] for i in range(args.batch)]
+        return [decode_frame(image.data, image.format, image.width, image.height) for image in picked]
 
     detector.detect(batch(0))  # warm-up
     started, images, deadline = time.perf_counter(), 0, time.perf_counter() + args.seconds

@@ -82,6 +82,7 @@ def make_input(
     bus_url: str,
     service: ServiceOptions | None = None,
     alias: str = "uploads",
+    routes: Routes | None = None,
     **options: object,
 ) -> Input:
     service = service or ServiceOptions(runtime_dir=tmp_path / "run")
@@ -91,7 +92,7 @@ def make_input(
         alias=alias,
         options=kind.Options.model_validate(raw),
         service=service,
-        routes=Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
+        routes=routes or Routes(processors=(), outputs=(Stage(QUEUE, "*"),)),
         bus=connect(bus_url, service),
         base_dir=tmp_path,
         runtime_dir=tmp_path / "run",
@@ -144,9 +145,9 @@ def stage_context(bus_url: str, tmp_path: Path, options: StageOptions) -> Module
     )
 
 
-def queued(bus: Bus) -> list[FrameMessage]:
-    """Messages waiting in the sink queue, oldest first (read without consuming)."""
+def queued(bus: Bus, queue: str = QUEUE) -> list[FrameMessage]:
+    """Messages waiting in ``queue`` (the sink), oldest first (read without consuming)."""
     assert isinstance(bus, MemoryBus)
-    waiting = bus.broker.queues.get(QUEUE)
+    waiting = bus.broker.queues.get(queue)
     encoded = list(waiting.queue) if waiting is not None else []
     return [FrameMessage.model_validate(dramatiq.Message.decode(data).args[0]) for data in encoded]

@@ -60,6 +60,10 @@ def test_valid_file_loads_with_defaults_and_routes(tmp_path: Path) -> None:
     assert pipeline.routes.first_hop("cam.uploads") == ["yolo.1"]
     assert pipeline.routes.after("yolo.1", "cam.uploads") == ["image_files.1"]
     assert pipeline.routes.first_hop("other") == ["image_files.1"]  # raw frames when no processor matches
+    assert pipeline.routes.store_side("cam.uploads") == 416  # the network's input: frames are stored no larger
+    assert pipeline.routes.store_side("other") == 32  # image_files reads no frame unless it saves it
+    saving = load_pipeline(write(tmp_path, VALID + "      save_image: raw\n"), {})
+    assert saving.routes.store_side("cam.uploads") is None  # it saves the frame: whole
     assert pipeline.runtime_dir == tmp_path / "run"
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from framefarm.config.routing import Routes, Stage
 from framefarm.ingest.dir_images import DirImages
 
 from conftest import MEDIA
-from harness import make_input, png_of_size, queued, running, write_video
+from harness import QUEUE, make_input, png_of_size, queued, running, write_video
 from peers import wait_for
 
 
@@ -121,3 +122,21 @@ def test_an_image_over_max_pixels_goes_aside_undecoded(tmp_path: Path, bus_url: 
         wait_for(lambda: len(queued(module.ctx.bus)) == 1)
     reason = (tmp_path / "in" / ".failed" / "bomb.png.error.txt").read_text()
     assert "20000x20000 is 400.0 megapixels, over max_pixels (50.0)" in reason
+
+
+def test_an_image_larger_than_its_route_needs_is_stored_shrunk_a_small_one_as_it_is(
+    tmp_path: Path, bus_url: str
+) -> None:
+    routes = Routes(processors=(Stage("det", "*", 256),), outputs=(Stage(QUEUE, "*", 0),))
+    module = make_input(DirImages, tmp_path, bus_url, routes=routes, max_in_flight=10)
+    small = png_of_size(200, 100)
+    (tmp_path / "in" / "dog.jpg").write_bytes((MEDIA / "dog.jpg").read_bytes())
+    (tmp_path / "in" / "small.png").write_bytes(small)
+    with running(module):
+        wait_for(lambda: len(list((tmp_path / "in" / ".done").glob("*"))) == 2)
+    bus = module.ctx.bus
+    frames = {m.source: m for m in queued(bus, "det")}
+    dog, tiny = frames["dog.jpg"], frames["small.png"]
+    assert (dog.format, dog.width, dog.height, dog.stored_size) == ("raw", 768, 576, (256, 192))
+    assert len(bus.frames.get(dog.key)) == 256 * 192 * 3
+    assert (tiny.format, tiny.scale) == ("png", 1.0) and bus.frames.get(tiny.key) == small

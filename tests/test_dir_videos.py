@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import FramesOptions, ServiceOptions
 from framefarm.ingest.dir_videos import DirVideos
 from framefarm.outputs.image_files import file_stem
 from framefarm.vision.codec import decode_frame
 
-from harness import make_input, queued, running, write_video
+from harness import QUEUE, make_input, queued, running, write_video
 from peers import wait_for
 
 FRAMES = 24
@@ -105,6 +106,21 @@ def test_frames_are_published_as_the_video_is_displayed(
     image = decode_frame(module.ctx.bus.frames.get(message.key), message.format, *message.stored_size)
     assert image.shape[1::-1] == size
     assert white_corner(image) == corner
+
+
+def test_frames_are_stored_no_larger_than_their_route_needs_and_still_upright(tmp_path: Path, bus_url: str) -> None:
+    """A stage that needs 64 pixels a side: the frame is shrunk in the conversion, then turned; the message keeps
+    the size as displayed, so boxes are reported in the video's own pixels."""
+    routes = Routes(processors=(), outputs=(Stage(QUEUE, "*", 64),))
+    module = make_input(DirVideos, tmp_path, bus_url, routes=routes, max_in_flight=100)
+    write_video(tmp_path / "in" / "phone.mp4", frames=3, rotation=90)
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".done" / "phone.mp4").exists())
+    message = queued(module.ctx.bus)[0]
+    image = decode_frame(module.ctx.bus.frames.get(message.key), message.format, *message.stored_size)
+    assert (message.width, message.height, message.scale) == (96, 160, 0.4)
+    assert image.shape[1::-1] == message.stored_size == (38, 64)
+    assert white_corner(image) == "bottom-left"
 
 
 def test_a_truncated_video_says_how_far_it_got(tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture) -> None:

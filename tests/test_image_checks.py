@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from framefarm.errors import BadInput, IncompleteFile
-from framefarm.ingest.images import inspect_image
+from framefarm.ingest.images import check_image
 from framefarm.vision.codec import decode_frame
 from framefarm.vision.imageheader import read_header
 
@@ -67,25 +67,27 @@ def test_a_file_cut_short_anywhere_is_incomplete_and_bytes_after_the_end_are_all
     data = CASES[case]()
     for cut in (0, 1, 2, 5, 11, 20, 40, len(data) // 3, len(data) // 2, len(data) - 3, len(data) - 1):
         with pytest.raises(IncompleteFile):
-            inspect_image(data[:cut], max_pixels=10**8)
-    _, width, height = inspect_image(data + APPENDED, max_pixels=10**8)
+            check_image(data[:cut], max_pixels=10**8)
+    checked = check_image(data + APPENDED, max_pixels=10**8)
     assert read_header(data + APPENDED).end == len(data)
-    assert (width, height) == inspect_image(data, max_pixels=10**8)[1:]
+    plain = check_image(data, max_pixels=10**8)
+    assert (checked.width, checked.height) == (plain.width, plain.height)
 
 
 def test_a_motion_photo_is_a_complete_jpeg() -> None:
     """A JPEG with a video after its end-of-image marker (Android's Motion Photo): complete, as OpenCV finds."""
     photo = (MEDIA / "dog.jpg").read_bytes() + b"\x00\x00\x00\x1cftypisom" + bytes(5000)
-    assert inspect_image(photo, max_pixels=10**8) == ("jpeg", 768, 576)
+    checked = check_image(photo, max_pixels=10**8)
+    assert (checked.format, checked.width, checked.height, checked.pixels.shape) == ("jpeg", 768, 576, (576, 768, 3))
 
 
 def test_what_is_not_an_image_is_bad_and_what_may_become_one_is_incomplete() -> None:
     for prefix in (b"", b"\xff", b"\x89PN", b"B", b"RIFF\x10\x00"):
         with pytest.raises(IncompleteFile):
-            inspect_image(prefix, max_pixels=10**8)
+            check_image(prefix, max_pixels=10**8)
     for junk in (b"hello world", b"GIF89a" + bytes(100), b"RIFF\x10\x00\x00\x00WAVEfmt "):
         with pytest.raises(BadInput) as caught:
-            inspect_image(junk, max_pixels=10**8)
+            check_image(junk, max_pixels=10**8)
         assert not isinstance(caught.value, IncompleteFile)
 
 
@@ -93,9 +95,9 @@ def test_what_is_not_an_image_is_bad_and_what_may_become_one_is_incomplete() -> 
 def test_images_over_max_pixels_are_refused_from_the_header(case: str) -> None:
     data = CASES[case]()
     with pytest.raises(BadInput, match=r"over max_pixels"):
-        inspect_image(data, max_pixels=5_000)
+        check_image(data, max_pixels=5_000)
     with pytest.raises(BadInput, match=r"over max_pixels"):  # even before the rest of the file is there
-        inspect_image(data[: len(data) // 2], max_pixels=5_000)
+        check_image(data[: len(data) // 2], max_pixels=5_000)
 
 
 def test_a_decompression_bomb_is_refused_without_decoding_it() -> None:
@@ -103,7 +105,7 @@ def test_a_decompression_bomb_is_refused_without_decoding_it() -> None:
     assert len(bomb) < 200_000 and read_header(bomb).width == 20000
     started = time.perf_counter()
     with pytest.raises(BadInput, match=r"20000x20000 .* over max_pixels"):
-        inspect_image(bomb, max_pixels=50_000_000)
+        check_image(bomb, max_pixels=50_000_000)
     with pytest.raises(BadInput, match=r"20000x20000"):  # and the detector's side, if one came on the bus
         decode_frame(bomb, "png", 768, 576)
     assert time.perf_counter() - started < 0.5  # nothing was decoded

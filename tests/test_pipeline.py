@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import pytest
 
 from conftest import MEDIA
@@ -168,3 +169,19 @@ def test_status_is_exact_two_seconds_after_the_last_frame(ws: Workspace) -> None
     line = next(line for line in ws.pipectl("status").stdout.splitlines() if line.startswith("uploads:"))
     counters = dict(item.split("=") for item in line.removeprefix("uploads:").strip().split(", "))
     assert counters["frames_in"] == counters["published"] == counters["delivered.results"] == "20", line
+
+
+@pytest.mark.parametrize("broker", ["nsq"], indirect=True)
+def test_a_photo_too_big_for_an_nsq_message_travels_at_the_networks_scale(ws: Workspace) -> None:
+    """frames.store inline on NSQ (the default): a 12-megapixel JPEG of several MB is more than frames.max_inline,
+    but the input stores it at the network's input size, so it fits, and the boxes come out in its own pixels."""
+    big = cv2.resize(cv2.imread(str(MEDIA / "dog.jpg")), (4000, 3000), interpolation=cv2.INTER_CUBIC)
+    ok, jpeg = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    assert ok and len(jpeg) > 786_432
+    ws.pipectl("start")
+    (ws.root / ".big.jpg").write_bytes(jpeg.tobytes())
+    (ws.root / ".big.jpg").rename(ws.inbox / "big.jpg")
+    (result,) = ws.wait_results(1)
+    assert (result["width"], result["height"]) == (4000, 3000) and "dog" in classes(result)
+    dog = next(d for d in result["detections"] if d["class_name"] == "dog")
+    assert dog["box"][2] > 1000  # in the photo's pixels, not the stored frame's

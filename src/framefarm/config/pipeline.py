@@ -149,9 +149,14 @@ def load_pipeline(
     problems_before = len(out.problems)
     modules = _validate_modules(data.get("pipeline"), raw.get("pipeline"), out)
     modules_valid = len(out.problems) == problems_before
+    ctx = CheckContext(base_dir=path.parent, service=service or ServiceOptions())
+
+    def stage(module: ModuleSpec) -> Stage:  # what it needs of a frame is only worked out (models loaded) if deep
+        return Stage(module.alias, module.options.match, module.kind.frame_side(module.options, ctx) if deep else None)
+
     routes = Routes(
-        processors=tuple(Stage(m.alias, m.options.match) for m in modules if m.section == "processors"),
-        outputs=tuple(Stage(m.alias, m.options.match) for m in modules if m.section == "outputs"),
+        processors=tuple(stage(m) for m in modules if m.section == "processors"),
+        outputs=tuple(stage(m) for m in modules if m.section == "outputs"),
     )
     if modules_valid:  # routing checks on half the modules would only mislead
         _check_routing(modules, routes, out)

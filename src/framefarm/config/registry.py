@@ -67,6 +67,13 @@ class ModuleKind:
         yield from ()
 
     @classmethod
+    def frame_side(cls, options: ModuleOptions, ctx: CheckContext) -> int | None:
+        """The longest frame side this processor or output needs: 0 when it never reads the frame, None for the
+        whole frame (the default: a kind must say it can do with less). Inputs store frames no larger than every
+        stage of their route needs, so the bus carries, and the detector reads, no pixel it would throw away."""
+        return None
+
+    @classmethod
     def folders(cls, options: ModuleOptions, ctx: CheckContext) -> Iterator[FolderUse]:
         """The folders this module watches or writes files into (none by default); see FolderUse."""
         yield from ()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
+
+MIN_STORE_SIDE = 32  # frames nobody reads are still stored (a frame is what a message points to), this small
 
 
 @dataclass(frozen=True)
 class Stage:
     alias: str
     match: str
+    side: int | None = None  # the longest frame side it needs (0: it reads no frame; None: the whole frame)
 
     def covers(self, tag: str) -> bool:
         return fnmatchcase(tag, self.match)
@@ -43,15 +47,23 @@ class Routes:
     def outputs_for(self, tag: str) -> list[str]:
         return [stage.alias for stage in self.outputs if stage.covers(tag)]
 
-    def to_json(self) -> dict[str, list[list[str]]]:
+    def store_side(self, tag: str) -> int | None:
+        """The longest side a frame tagged ``tag`` needs to be stored with: what its route's stages need at most
+        (see ModuleKind.frame_side); None when one of them needs the whole frame."""
+        sides = [s.side for s in (*self.processors, *self.outputs) if s.covers(tag)]
+        if any(side is None for side in sides):
+            return None
+        return max([MIN_STORE_SIDE, *(side for side in sides if side is not None)])
+
+    def to_json(self) -> dict[str, list[list[Any]]]:
         return {
-            "processors": [[s.alias, s.match] for s in self.processors],
-            "outputs": [[s.alias, s.match] for s in self.outputs],
+            "processors": [[s.alias, s.match, s.side] for s in self.processors],
+            "outputs": [[s.alias, s.match, s.side] for s in self.outputs],
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, list[list[str]]]) -> Routes:
+    def from_json(cls, data: dict[str, list[list[Any]]]) -> Routes:
         return cls(
-            processors=tuple(Stage(*pair) for pair in data["processors"]),
-            outputs=tuple(Stage(*pair) for pair in data["outputs"]),
+            processors=tuple(Stage(*fields) for fields in data["processors"]),
+            outputs=tuple(Stage(*fields) for fields in data["outputs"]),
         )

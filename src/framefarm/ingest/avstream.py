@@ -124,7 +124,7 @@ class AvStream(LiveInput[AO]):
             raise SourceUnavailable(redact_text(f"{self.source}: {decoded.broken_off}"))
 
     def encode(self, captured: Captured) -> tuple[bytes, dict[str, Any]]:
-        return encode_for_store(captured.item, self.ctx.service)
+        return encode_for_store(captured.item, self.ctx.service, self.publisher.max_side)
 
     # -- opening --
 

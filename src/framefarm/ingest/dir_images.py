@@ -10,7 +10,7 @@ from pydantic import ByteSize, Field
 from ..config import registry
 from .files import OpenedFile, read_bounded
 from .folder import FolderInput, FolderOptions, Progress, max_file_size_field, patterns_field
-from .images import inspect_image
+from .images import check_image
 
 DEFAULT_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.bmp", "*.webp"]
 DEFAULT_MAX_FILE_SIZE = "64MiB"
@@ -26,12 +26,10 @@ class DirImagesOptions(FolderOptions):
 
 @registry.inputs.register
 class DirImages(FolderInput[DirImagesOptions]):
-    """The file's bytes are the frame: no decode and re-encode, the detector decodes it once."""
+    """The file's bytes are the frame, unless the image is larger than its route needs (Publisher.publish_image)."""
 
     def publish_file(self, file: OpenedFile, start: int, progress: Progress, stop: threading.Event) -> bool:
         with file.reading():
             data = read_bounded(file.handle, self.options.max_file_size)
-            fmt, width, height = inspect_image(data, self.options.max_pixels)
-        return self.publisher.publish(
-            data, fmt=fmt, width=width, height=height, source=file.source, stop=stop, captured_at=file.status.st_mtime
-        )
+            image = check_image(data, self.options.max_pixels)
+        return self.publisher.publish_image(image, source=file.source, stop=stop, captured_at=file.status.st_mtime)

@@ -71,7 +71,7 @@ class DirVideos(FolderInput[DirVideosOptions]):
                 if item is None:
                     return True
                 index, frame = item
-                data, kwargs = encode_for_store(frame, self.ctx.service)
+                data, kwargs = encode_for_store(frame, self.ctx.service, self.publisher.max_side)
             pts = frame_pts(frame)
             if clock and pts is not None and stop.wait(clock.delay(pts)):
                 return False

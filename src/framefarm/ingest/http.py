@@ -41,7 +41,7 @@ from ..modules.context import ModuleContext
 from ..web.server import problem, serve
 from .base import Input
 from .folder import DEFAULT_MAX_PIXELS
-from .images import inspect_image
+from .images import CheckedImage, check_image
 from .replies import DONE, UNKNOWN, Replies, receiving, reply_queue
 from .snapshot import Fetched, checked_image, client, fetch, refuse_private
 
@@ -198,8 +198,7 @@ class Http(Input[HttpOptions]):
         if isinstance(checked, str):
             self.ctx.log.warning("%s: not published: %s", shown, checked)
             return
-        fmt, width, height = checked
-        self.publisher.publish(data, fmt=fmt, width=width, height=height, source=shown, stop=stop)
+        self.publisher.publish_image(checked, source=shown, stop=stop)
 
     def report_poll(self, shown: str, state: Fetched) -> None:
         error = f"{state.last_error} ({state.failures} failures in a row)" if state.failures else state.last_error
@@ -249,8 +248,8 @@ class Http(Input[HttpOptions]):
         checked = await run_in_threadpool(self.inspect, images)
         source = request.query_params.get("source")
         ids: list[str] = []
-        for (name, data), (fmt, width, height) in zip(images, checked, strict=True):
-            ids.append(await run_in_threadpool(self.publish, data, fmt, width, height, name or source, tag, stop, ids))
+        for (name, _), image in zip(images, checked, strict=True):
+            ids.append(await run_in_threadpool(self.publish, image, name or source, tag, stop, ids))
         if request.query_params.get("wait", "").lower() not in TRUE:
             return JSONResponse({"ids": ids}, status_code=202)
         results = await self.replies.wait(ids, self.options.wait_timeout)
@@ -316,22 +315,19 @@ class Http(Input[HttpOptions]):
             raise Refused(422, "the multipart body holds no file")
         return [(upload.filename, await upload.read()) for upload in files]
 
-    def inspect(self, images: list[tuple[str | None, bytes]]) -> list[tuple[str, int, int]]:
-        """(format, width, height) of each image; 422 naming the first that is not a whole, decodable image."""
+    def inspect(self, images: list[tuple[str | None, bytes]]) -> list[CheckedImage]:
+        """Each image checked; 422 naming the first that is not a whole, decodable image."""
         checked = []
         for index, (name, data) in enumerate(images):
             try:
-                checked.append(inspect_image(data, self.options.max_pixels))
+                checked.append(check_image(data, self.options.max_pixels))
             except BadInput as exc:
                 raise Refused(422, f"{name or f'image {index}'}: {exc}") from None
         return checked
 
     def publish(
         self,
-        data: bytes,
-        fmt: str,
-        width: int,
-        height: int,
+        image: CheckedImage,
         source: str | None,
         tag: str,
         stop: threading.Event,
@@ -347,11 +343,8 @@ class Http(Input[HttpOptions]):
         published = False
         try:
             with self.publishing:
-                published = self.publisher.publish(
-                    data,
-                    fmt=fmt,
-                    width=width,
-                    height=height,
+                published = self.publisher.publish_image(
+                    image,
                     source=source or frame_id,
                     stop=stop,
                     key=key,

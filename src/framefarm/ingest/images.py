@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
@@ -19,13 +21,25 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
-    """(format, width, height) of a complete image as displayed; BadInput says what is wrong otherwise.
+@dataclass(frozen=True)
+class CheckedImage:
+    """A whole, decodable image: its bytes, format, size as displayed, and the pixels the check decoded."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    pixels: np.ndarray = field(repr=False)
+
+
+def check_image(data: bytes, max_pixels: int) -> CheckedImage:
+    """``data`` checked as a complete image; BadInput says what is wrong otherwise.
 
     The order matters: the size comes from the header, so a huge picture is refused without decoding it; the
     image's own structure says whether it is complete (bytes after its end are allowed: a Motion Photo's video);
     only then is it decoded, which finds what is corrupt. OpenCV applies the EXIF orientation, so width and height
-    are those of the picture as it is displayed and as the detector will decode it.
+    are those of the picture as it is displayed and as the detector will decode it. The pixels are kept: an input
+    that must store a smaller frame shrinks them rather than decoding the image again.
     """
     header = read_header(data)
     check_pixels(header.width, header.height, max_pixels)
@@ -38,4 +52,4 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     if image is None:
         raise BadInput(f"corrupt {header.format.upper()}: the decoder rejected it")
     height, width = image.shape[:2]
-    return header.format, width, height
+    return CheckedImage(data, header.format, width, height, image)

@@ -1,7 +1,7 @@
 """Input ``mjpeg``: an HTTP camera that streams JPEGs as ``multipart/x-mixed-replace`` (most cheap IP cameras,
 ESP32-CAM, mjpg-streamer, ffmpeg's mpjpeg), read with httpx.
 
-Each JPEG's bytes are the frame: nothing is decoded or encoded again unless ``frames.max_side`` asks for a smaller
+Each JPEG's bytes are the frame: nothing is decoded or encoded again unless its route needs a smaller
 frame. User and password may be written in the URL, as for the other kinds; they are taken out of it and given to
 httpx as basic or digest authentication, so no URL httpx logs or quotes in an error carries them.
 """
@@ -143,7 +143,7 @@ class Mjpeg(LiveInput[MjpegOptions]):
         if header.format != "jpeg":
             raise BadInput(f"a part is {header.format}, not a JPEG")
         kwargs = {"fmt": "jpeg", "width": header.width, "height": header.height, "scale": 1.0}
-        max_side = self.ctx.service.frames.max_side
+        max_side = self.publisher.max_side
         if max_side is None or max(header.width, header.height) <= max_side:
             return data, kwargs
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -22,7 +22,7 @@ import httpx
 from ..config.urls import redact_text, redact_url
 from ..errors import BadInput, SourceUnavailable
 from ..tls import client_context
-from .images import inspect_image
+from .images import CheckedImage, check_image
 from .mjpeg import ChallengeAuth
 
 NOT_MODIFIED = 304
@@ -102,9 +102,9 @@ def _read(response: httpx.Response, shown: str, max_body: int) -> bytes:
     return b"".join(chunks)
 
 
-def checked_image(data: bytes, max_pixels: int) -> tuple[str, int, int] | str:
-    """(format, width, height), or why the bytes are not an image (a bad snapshot is skipped, not fatal)."""
+def checked_image(data: bytes, max_pixels: int) -> CheckedImage | str:
+    """The checked image, or why the bytes are not an image (a bad snapshot is skipped, not fatal)."""
     try:
-        return inspect_image(data, max_pixels)
+        return check_image(data, max_pixels)
     except BadInput as exc:
         return str(exc)

@@ -11,7 +11,7 @@ Files (dir_videos) and live streams (rtsp, rtmp) share all of it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import av
@@ -20,7 +20,7 @@ from av.sidedata.sidedata import Type as SideDataType
 
 from ..config.schema import ServiceOptions
 from ..errors import BadInput
-from ..vision.codec import encode_frame, shrink
+from ..vision.codec import encode_frame
 from .images import check_pixels
 
 RIGHT_ANGLE_TOLERANCE = 0.01  # of the matrix's scale: below it a coefficient counts as zero
@@ -69,14 +69,17 @@ class Pacer:
         return max(0.0, self.origin[1] + (pts - self.origin[0]) - now)
 
 
-def encode_for_store(frame: av.VideoFrame, service: ServiceOptions) -> tuple[bytes, dict[str, Any]]:
-    """The frame as the store keeps it (``frames.format``, shrunk to ``frames.max_side``), and the publish
-    arguments that describe it (format, the original size, the scale)."""
-    frames_cfg, fmt = service.frames, service.frame_format
-    image = frame_to_bgr(frame)
-    height, width = image.shape[:2]
-    stored, scale = shrink(image, frames_cfg.max_side)
-    return encode_frame(stored, fmt, frames_cfg.quality), {"fmt": fmt, "width": width, "height": height, "scale": scale}
+def encode_for_store(
+    frame: av.VideoFrame, service: ServiceOptions, max_side: int | None
+) -> tuple[bytes, dict[str, Any]]:
+    """The frame as the store keeps it (``frames.format``, no larger than ``max_side``: what its route needs), and
+    the publish arguments that describe it (format, the original size as displayed, the scale)."""
+    fmt = service.frame_format
+    image, scale = frame_to_bgr(frame, max_side)
+    transposed = _orientation(frame)[0]
+    width, height = (frame.height, frame.width) if transposed else (frame.width, frame.height)
+    described = {"fmt": fmt, "width": width, "height": height, "scale": scale}
+    return encode_frame(image, fmt, service.frames.quality), described
 
 
 def frame_pts(frame: av.VideoFrame) -> float | None:
@@ -84,35 +87,44 @@ def frame_pts(frame: av.VideoFrame) -> float | None:
     return float(frame.time) if frame.time is not None else None
 
 
-def orient(image: np.ndarray, matrix: Sequence[int]) -> np.ndarray:
-    """``image`` as a display matrix (ffmpeg's 3x3, row-major) says to show it: the eight right-angle cases.
+def _orientation(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
+    """(transpose, flip x, flip y) that the frame's display matrix asks for: the eight right-angle cases.
 
-    The matrix maps stored (x, y) to displayed x' = a*x + c*y, y' = b*x + d*y; other angles are left as stored.
+    The matrix (ffmpeg's 3x3, row-major) maps stored (x, y) to displayed x' = a*x + c*y, y' = b*x + d*y; other
+    angles, and frames without one, are shown as stored.
     """
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    if side is None:
+        return False, False, False
+    matrix = np.frombuffer(memoryview(side), np.int32)
     a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
     tolerance = max(abs(a), abs(b), abs(c), abs(d)) * RIGHT_ANGLE_TOLERANCE
     if abs(b) <= tolerance and abs(c) <= tolerance:
-        x_sign, y_sign = a, d
-    elif abs(a) <= tolerance and abs(d) <= tolerance:
-        image = image.transpose(1, 0, 2)  # displayed x is stored y and the other way round
-        x_sign, y_sign = c, b
-    else:
-        return image
-    if x_sign < 0:
-        image = image[:, ::-1]
-    if y_sign < 0:
-        image = image[::-1]
-    return np.ascontiguousarray(image)
+        return False, a < 0, d < 0
+    if abs(a) <= tolerance and abs(d) <= tolerance:
+        return True, c < 0, b < 0  # displayed x is stored y and the other way round
+    return False, False, False
 
 
-def frame_to_bgr(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's BGR pixels, turned as its display matrix says; BadInput if it cannot be converted."""
+def frame_to_bgr(frame: av.VideoFrame, max_side: int | None = None) -> tuple[np.ndarray, float]:
+    """(the frame's BGR pixels turned as its display matrix says, the scale): shrunk to ``max_side`` in the same
+    swscale pass as the conversion, never converted at full size first. BadInput if it cannot be converted."""
+    width, height, scale = frame.width, frame.height, 1.0
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
     try:
-        image = frame.to_ndarray(format="bgr24")
+        image = frame.to_ndarray(format="bgr24", width=width, height=height, interpolation="AREA")
     except (av.FFmpegError, ValueError) as exc:
         raise BadInput(f"a {frame.format.name} frame cannot be converted to BGR: {exc}") from exc
-    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
-    return orient(image, np.frombuffer(memoryview(side), np.int32)) if side is not None else image
+    transpose, flip_x, flip_y = _orientation(frame)
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    if flip_x:
+        image = image[:, ::-1]
+    if flip_y:
+        image = image[::-1]
+    return (np.ascontiguousarray(image) if transpose or flip_x or flip_y else image), scale
 
 
 class Decoded:

@@ -52,6 +52,11 @@ class ImageFiles(Output[ImageFilesOptions]):
             yield ("path",), f"{existing} is not a folder, so {folder} cannot be created"
 
     @classmethod
+    def frame_side(cls, options: ImageFilesOptions, ctx: CheckContext) -> int | None:
+        """No frame for results alone; the whole frame when it is saved."""
+        return 0 if options.save_image == "none" else None
+
+    @classmethod
     def folders(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[FolderUse]:
         """A frame's files go to ``<path>/<tag>``: one folder for each tag that reaches this output."""
         folder = ctx.resolve(options.path)

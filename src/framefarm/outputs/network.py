@@ -55,6 +55,11 @@ class NetworkOutput(Output[NO]):
         if options.snapshot != "none" and options.format != "json":
             yield ("snapshot",), "a snapshot travels in JSON results: set format: json, or snapshot: none"
 
+    @classmethod
+    def frame_side(cls, options: NO, ctx: CheckContext) -> int | None:
+        """No frame for results alone; the snapshot's size when there is one."""
+        return 0 if options.snapshot == "none" else options.snapshot_max_side
+
     @abstractmethod
     def send(self, message: FrameMessage) -> None:
         """Send the result of ``message`` (filtered already; see ``document`` and ``body``)."""

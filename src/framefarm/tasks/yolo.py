@@ -6,6 +6,7 @@ parallel) and hands the image to one micro-batcher per process, which runs one i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -78,6 +79,20 @@ class YoloOptions(ProcessorOptions):
         return self.intra_threads or max(1, default_threads() // self.workers)
 
 
+def _cpu_model(path: Path, fmt: str) -> YoloModel:
+    """The model on CPU, loaded once per file version for a config's checks (check and frame_side both ask)."""
+    try:
+        version = path.stat().st_mtime_ns
+    except OSError:
+        version = 0  # YoloModel says what is wrong with the path
+    return _cpu_model_version(path, fmt, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _cpu_model_version(path: Path, fmt: str, _version: int) -> YoloModel:
+    return YoloModel(path, threads=1, device="cpu", format=fmt)
+
+
 def _names(options: YoloOptions, resolve: Callable[[Path], Path], model: YoloModel) -> list[str]:
     names = options.names
     return load_names(resolve(names) if isinstance(names, Path) else names, model)
@@ -89,7 +104,7 @@ class Yolo(Processor[YoloOptions]):
     def check(cls, options: YoloOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         """Loads the model on CPU (never builds a TensorRT engine just to test a config)."""
         try:
-            model = YoloModel(ctx.resolve(options.model), threads=1, device="cpu", format=options.format)
+            model = _cpu_model(ctx.resolve(options.model), options.format)
         except ModelError as exc:
             yield ("model",), str(exc)
             return
@@ -101,6 +116,14 @@ class Yolo(Processor[YoloOptions]):
         classes = model.output_classes
         if names and classes is not None and len(names) != classes:
             yield ("names",), f"{len(names)} class names for a model with {classes} classes"
+
+    @classmethod
+    def frame_side(cls, options: YoloOptions, ctx: CheckContext) -> int | None:
+        """The network's input side: a larger frame would only be shrunk by the letterbox (None if it won't load)."""
+        try:
+            return max(_cpu_model(ctx.resolve(options.model), options.format).input_size)
+        except ModelError:
+            return None
 
     def setup(self) -> None:
         options = self.options
