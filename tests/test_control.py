@@ -136,8 +136,8 @@ def test_status_stop_and_quit_act_on_what_runs_when_the_file_has_a_yaml_error(pi
 
 def test_reload_checks_the_file_with_the_running_pipelines_variables(pipeline: Pipeline) -> None:
     wait_for(lambda: "results" in pipeline.states(), 30, "the output")
-    pipeline.write(extra="      save_image: raw\n")
-    assert "restarted ['results']" in pipeline.pipectl("-s", "reload").stdout
+    pipeline.write(extra="      save_image: raw\n")  # the input now stores whole frames: it restarts too
+    assert "restarted ['results', 'uploads']" in pipeline.pipectl("-s", "reload").stdout
     pipeline.drop("eagle.jpg")
     pipeline.wait_result("eagle.jpg")
     assert (pipeline.root / "out" / "uploads" / "eagle.jpg").read_bytes() == (MEDIA / "eagle.jpg").read_bytes()

@@ -91,11 +91,13 @@ class Hook(http.server.BaseHTTPRequestHandler):
     taken: list[Any]
     requests: list[str]
     verified: list[bool]
+    authorizations: list[str]
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         cls = type(self)
         cls.requests.append(self.headers.get("Content-Type", ""))
+        cls.authorizations.append(self.headers.get("Authorization", ""))
         timestamp = self.headers.get("X-Framefarm-Timestamp", "")
         wanted = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         signed = hmac.compare_digest(self.headers.get("X-Framefarm-Signature", ""), f"sha256={wanted}")
@@ -120,7 +122,8 @@ class Hook(http.server.BaseHTTPRequestHandler):
 def hook(
     port: int, script: list[tuple[int, dict[str, str]]], tls: ssl.SSLContext | None = None
 ) -> Iterator[type[Hook]]:
-    handler = type("Handler", (Hook,), {"script": list(script), "taken": [], "requests": [], "verified": []})
+    fresh = {"script": list(script), "taken": [], "requests": [], "verified": [], "authorizations": []}
+    handler = type("Handler", (Hook,), fresh)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -188,6 +191,38 @@ def test_http_4xx_is_rejected_once_and_counted_and_batches_are_json_arrays(tmp_p
         wait_for(lambda: sum(len(body) for body in received.taken) >= 10, 20, "all ten results")
     assert all(isinstance(body, list) and 1 <= len(body) <= 4 for body in received.taken)
     assert sorted(r["id"] for body in received.taken for r in body) == sorted(ids)
+
+
+def test_http_basic_and_bearer_auth_and_a_client_certificate(
+    tmp_path: Path, bus_url: str, authority: tuple[ssl.SSLContext, Path]
+) -> None:
+    port = free_port()
+    basic = output(HttpOutput, tmp_path, bus_url, url=f"http://cam%20ops:p%40ss@127.0.0.1:{port}/hook")
+    with hook(port, []) as received, running(basic):
+        send(basic.ctx.bus, 0)
+        wait_for(lambda: len(received.taken) == 1, 20, "the result")
+    assert received.authorizations == ["Basic " + base64.b64encode(b"cam ops:p@ss").decode()]
+    assert "p@ss" not in state(basic)["last_error"] and "p%40ss" not in basic.shown
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    ca.configure_trust(server_tls)
+    server_tls.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no request
+    client = ca.issue_cert("framefarm-client")
+    client.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "server-ca.pem"))
+    url = f"https://localhost:{port}/hook"
+    common = {"url": url, "ca_file": tmp_path / "server-ca.pem", "token": "t0k", "retry": FAST_RETRY}
+    with hook(port, [], server_tls) as received:
+        without = output(HttpOutput, tmp_path, bus_url, **common)
+        with running(without):
+            send(without.ctx.bus, 1)
+            wait_for(lambda: count(without, counters.retried("out")) >= 1, 20, "a refused handshake")
+        with_cert = output(HttpOutput, tmp_path, bus_url, client_cert=tmp_path / "client.pem", **common)
+        with running(with_cert):
+            wait_for(lambda: len(received.taken) == 1, 20, "the result over mutual TLS")
+    assert received.authorizations == ["Bearer t0k"]
 
 
 def test_http_yolo_format_filters_and_an_annotated_snapshot(tmp_path: Path, bus_url: str) -> None:

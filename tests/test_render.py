@@ -55,10 +55,15 @@ def test_external_broker_has_no_embedded_program(tmp_path: Path) -> None:
 
 
 def test_snapshot_changes_only_for_the_changed_module(tmp_path: Path) -> None:
+    def changed(first: configparser.RawConfigParser, second: configparser.RawConfigParser) -> list[str]:
+        programs = [s for s in first.sections() if s.startswith("program:")]
+        return sorted(s for s in programs if first[s]["command"] != second[s]["command"])
+
     first = rendered(tmp_path, pipeline_yaml())
-    second = rendered(tmp_path, pipeline_yaml(out_extra="      save_image: raw\n"))
-    changed = [s for s in first.sections() if s.startswith("program:") and first[s]["command"] != second[s]["command"]]
-    assert changed == ["program:results"]
+    assert changed(first, rendered(tmp_path, pipeline_yaml(out_extra="      threads: 3\n"))) == ["program:results"]
+    # Saving the frame makes the output need it whole: the input stores whole frames from then on.
+    saving = rendered(tmp_path, pipeline_yaml(out_extra="      save_image: raw\n"))
+    assert changed(first, saving) == ["program:results", "program:uploads"]
 
 
 def test_secrets_stay_out_of_rendered_files(tmp_path: Path) -> None:

@@ -149,10 +149,10 @@ def load_pipeline(
     problems_before = len(out.problems)
     modules = _validate_modules(data.get("pipeline"), raw.get("pipeline"), out)
     modules_valid = len(out.problems) == problems_before
-    ctx = CheckContext(base_dir=path.parent, service=service or ServiceOptions())
+    sides = _frame_sides(path, service, modules, out) if deep else {}
 
-    def stage(module: ModuleSpec) -> Stage:  # what it needs of a frame is only worked out (models loaded) if deep
-        return Stage(module.alias, module.options.match, module.kind.frame_side(module.options, ctx) if deep else None)
+    def stage(module: ModuleSpec) -> Stage:
+        return Stage(module.alias, module.options.match, sides.get(module.alias))
 
     routes = Routes(
         processors=tuple(stage(m) for m in modules if m.section == "processors"),
@@ -165,6 +165,22 @@ def load_pipeline(
     if out.problems or service is None:
         raise ConfigError(out.problems)
     return Pipeline(path, service, raw_service, tuple(modules), routes)
+
+
+def _frame_sides(
+    path: Path, service: ServiceOptions | None, modules: list[ModuleSpec], out: _Collector
+) -> dict[str, int | None]:
+    """What each stage needs of a frame (ModuleKind.frame_side; models are loaded for it)."""
+    ctx = CheckContext(base_dir=path.parent, service=service or ServiceOptions())
+    sides: dict[str, int | None] = {}
+    for index, module in _indexed(modules):
+        if module.section == "inputs":
+            continue
+        try:
+            sides[module.alias] = module.kind.frame_side(module.options, ctx)
+        except Exception as exc:  # a kind's bug is a problem of its config, not a traceback of pipectl
+            out.add(("pipeline", module.section, index), f"cannot tell what it needs of a frame: {exc!r}")
+    return sides
 
 
 def _check_urls(raw: Any, data: Any, env: Mapping[str, str], out: _Collector) -> None:

@@ -55,11 +55,14 @@ class Routes:
             return None
         return max([MIN_STORE_SIDE, *(side for side in sides if side is not None)])
 
-    def to_json(self) -> dict[str, list[list[Any]]]:
-        return {
-            "processors": [[s.alias, s.match, s.side] for s in self.processors],
-            "outputs": [[s.alias, s.match, s.side] for s in self.outputs],
-        }
+    def to_json(self, *, sides: bool = True) -> dict[str, list[list[Any]]]:
+        """The routes as a module's snapshot keeps them. Only inputs use the sides: without them, a stage whose
+        side changed (a new model) restarts the inputs on reload, not every module."""
+
+        def fields(stage: Stage) -> list[Any]:
+            return [stage.alias, stage.match, *([stage.side] if sides and stage.side is not None else [])]
+
+        return {"processors": [fields(s) for s in self.processors], "outputs": [fields(s) for s in self.outputs]}
 
     @classmethod
     def from_json(cls, data: dict[str, list[list[Any]]]) -> Routes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..backoff import Backoff
@@ -63,6 +64,17 @@ class Input(Module[IO]):
             self.ctx.bus.flow.count(self.ctx.alias, counters.RECONNECTS)
             self.ctx.log.warning("%s; reconnecting in %.1fs (attempt %d)", reason, delay, backoff.attempts)
             stop.wait(delay)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image as it goes on the bus (see Publisher.stored_image): no decoded pixels are kept."""
+
+    data: bytes
+    format: str
+    width: int  # of the picture as displayed: results are reported in its pixels
+    height: int
+    scale: float  # stored size / displayed size
 
 
 class Publisher:
@@ -145,9 +157,22 @@ class Publisher:
         self.published += 1
         return True
 
+    def stored_image(self, image: CheckedImage, tag: str | None = None) -> StoredImage:
+        """An image file as ``tag``'s frames are stored: its own bytes when its route needs the whole picture or
+        no more of it, else its checked pixels shrunk to the route's side, as ``frames.format`` (a 12-megapixel
+        photo for a 640 network then fits inside a message). ``frames.max_side`` is for video: images are not
+        shrunk by it."""
+        side = self.ctx.routes.store_side(tag or self.options.tag)
+        if side is None or max(image.width, image.height) <= side:
+            return StoredImage(image.data, image.format, image.width, image.height, 1.0)
+        pixels, scale = shrink(image.pixels, side)
+        fmt = self.ctx.service.frame_format
+        data = encode_frame(pixels, fmt, self.ctx.service.frames.quality)
+        return StoredImage(data, fmt, image.width, image.height, scale)
+
     def publish_image(
         self,
-        image: CheckedImage,
+        image: StoredImage,
         *,
         source: str,
         stop: threading.Event,
@@ -156,18 +181,10 @@ class Publisher:
         tag: str | None = None,
         reply: str | None = None,
     ) -> bool:
-        """``publish`` an image file: its own bytes when they are small enough for its route, else its checked
-        pixels shrunk to the route's side and stored as ``frames.format`` (a 12-megapixel photo for a 640 network
-        is a thirtieth of the bytes, and fits inside a message)."""
-        side = self.store_side(tag or self.options.tag)
-        data, fmt, scale = image.data, image.format, 1.0
-        if side is not None and max(image.width, image.height) > side:
-            stored, scale = shrink(image.pixels, side)
-            fmt = self.ctx.service.frame_format
-            data = encode_frame(stored, fmt, self.ctx.service.frames.quality)
+        """``publish`` an image prepared by ``stored_image``."""
         return self.publish(
-            data, fmt=fmt, width=image.width, height=image.height, scale=scale, source=source, stop=stop,
-            captured_at=captured_at, key=key, tag=tag, reply=reply,
+            image.data, fmt=image.format, width=image.width, height=image.height, scale=image.scale, source=source,
+            stop=stop, captured_at=captured_at, key=key, tag=tag, reply=reply,
         )  # fmt: skip
 
     def store_side(self, tag: str) -> int | None:

@@ -26,10 +26,10 @@ class DirImagesOptions(FolderOptions):
 
 @registry.inputs.register
 class DirImages(FolderInput[DirImagesOptions]):
-    """The file's bytes are the frame, unless the image is larger than its route needs (Publisher.publish_image)."""
+    """The file's bytes are the frame, unless the image is larger than its route needs (Publisher.stored_image)."""
 
     def publish_file(self, file: OpenedFile, start: int, progress: Progress, stop: threading.Event) -> bool:
         with file.reading():
             data = read_bounded(file.handle, self.options.max_file_size)
-            image = check_image(data, self.options.max_pixels)
+            image = self.publisher.stored_image(check_image(data, self.options.max_pixels))
         return self.publisher.publish_image(image, source=file.source, stop=stop, captured_at=file.status.st_mtime)

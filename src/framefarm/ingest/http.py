@@ -39,9 +39,9 @@ from ..config.yamlpos import Loc
 from ..errors import BadInput, SourceUnavailable
 from ..modules.context import ModuleContext
 from ..web.server import problem, serve
-from .base import Input
+from .base import Input, StoredImage
 from .folder import DEFAULT_MAX_PIXELS
-from .images import CheckedImage, check_image
+from .images import check_image
 from .replies import DONE, UNKNOWN, Replies, receiving, reply_queue
 from .snapshot import Fetched, checked_image, client, fetch, refuse_private
 
@@ -198,7 +198,7 @@ class Http(Input[HttpOptions]):
         if isinstance(checked, str):
             self.ctx.log.warning("%s: not published: %s", shown, checked)
             return
-        self.publisher.publish_image(checked, source=shown, stop=stop)
+        self.publisher.publish_image(self.publisher.stored_image(checked), source=shown, stop=stop)
 
     def report_poll(self, shown: str, state: Fetched) -> None:
         error = f"{state.last_error} ({state.failures} failures in a row)" if state.failures else state.last_error
@@ -245,7 +245,7 @@ class Http(Input[HttpOptions]):
         tag = self.tag_of(request)
         body = await self.body(request)
         images = await self.images(request, body)
-        checked = await run_in_threadpool(self.inspect, images)
+        checked = await run_in_threadpool(self.inspect, images, tag)
         source = request.query_params.get("source")
         ids: list[str] = []
         for (name, _), image in zip(images, checked, strict=True):
@@ -315,19 +315,20 @@ class Http(Input[HttpOptions]):
             raise Refused(422, "the multipart body holds no file")
         return [(upload.filename, await upload.read()) for upload in files]
 
-    def inspect(self, images: list[tuple[str | None, bytes]]) -> list[CheckedImage]:
-        """Each image checked; 422 naming the first that is not a whole, decodable image."""
+    def inspect(self, images: list[tuple[str | None, bytes]], tag: str) -> list[StoredImage]:
+        """Each image checked and made ready to store (one decoded picture in memory at a time); 422 naming the
+        first that is not a whole, decodable image."""
         checked = []
         for index, (name, data) in enumerate(images):
             try:
-                checked.append(check_image(data, self.options.max_pixels))
+                checked.append(self.publisher.stored_image(check_image(data, self.options.max_pixels), tag))
             except BadInput as exc:
                 raise Refused(422, f"{name or f'image {index}'}: {exc}") from None
         return checked
 
     def publish(
         self,
-        image: CheckedImage,
+        image: StoredImage,
         source: str | None,
         tag: str,
         stop: threading.Event,

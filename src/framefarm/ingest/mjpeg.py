@@ -149,6 +149,8 @@ class Mjpeg(LiveInput[MjpegOptions]):
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise BadInput("a JPEG the decoder rejects")
+        height, width = image.shape[:2]  # as displayed: the decoder applies an EXIF orientation, the header does not
         stored, scale = shrink(image, max_side)
         fmt = self.ctx.service.frame_format
-        return encode_frame(stored, fmt, self.ctx.service.frames.quality), kwargs | {"fmt": fmt, "scale": scale}
+        shown = {"fmt": fmt, "width": width, "height": height, "scale": scale}
+        return encode_frame(stored, fmt, self.ctx.service.frames.quality), shown

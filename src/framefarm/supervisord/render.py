@@ -92,7 +92,7 @@ def snapshot(pipeline: Pipeline, module: ModuleSpec) -> dict[str, object]:
         "module": module.raw,
         "service": pipeline.raw_service,
         "broker": broker_url(pipeline),
-        "routes": pipeline.routes.to_json(),
+        "routes": pipeline.routes.to_json(sides=module.section == "inputs"),  # see Routes.to_json
     }
 
 
