@@ -12,7 +12,6 @@ answered ``503`` with ``Retry-After`` rather than held open, and the client send
 from __future__ import annotations
 
 import contextlib
-import hmac
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from ..config.urls import redact_url
 from ..config.yamlpos import Loc
 from ..errors import BadInput, SourceUnavailable
 from ..modules.context import ModuleContext
-from ..web.server import problem, serve
+from ..web.server import problem, serve, token_refusal
 from .base import Input, StoredImage
 from .folder import DEFAULT_MAX_PIXELS
 from .images import check_image
@@ -221,10 +220,8 @@ class Http(Input[HttpOptions]):
             return JSONResponse({"status": "ok"})
 
         async def frame(request: Request) -> Response:
-            try:
-                self.authorize(request)
-            except Refused as refused:
-                return refused.response()
+            if (refusal := token_refusal(request, self.options.token)) is not None:
+                return refusal
             frame_id = request.path_params["frame_id"]
             state, result = self.replies.state(frame_id)
             if state == UNKNOWN:
@@ -241,7 +238,8 @@ class Http(Input[HttpOptions]):
         return Starlette(routes=routes)
 
     async def upload(self, request: Request, stop: threading.Event) -> Response:
-        self.authorize(request)
+        if (refusal := token_refusal(request, self.options.token)) is not None:
+            return refusal
         tag = self.tag_of(request)
         body = await self.body(request)
         images = await self.images(request, body)
@@ -259,16 +257,6 @@ class Http(Input[HttpOptions]):
             return problem(504, error, ids=ids, pending=pending, results=results)
         failed = [frame_id for frame_id, result in zip(ids, results, strict=True) if "error" in result]
         return JSONResponse({"ids": ids, "results": results, **({"failed": failed} if failed else {})})
-
-    def authorize(self, request: Request) -> None:
-        """401 without a bearer token, 403 with a wrong one (when ``token`` is set)."""
-        if self.options.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise Refused(401, "a bearer token is needed", {"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.strip().encode(), self.options.token.encode()):
-            raise Refused(403, "wrong token")
 
     def tag_of(self, request: Request) -> str:
         tag = request.query_params.get("tag") or self.options.tag

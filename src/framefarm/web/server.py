@@ -7,12 +7,14 @@ server runs in its own thread and stops when ``stop`` is set.
 
 from __future__ import annotations
 
+import hmac
 import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
@@ -48,7 +50,13 @@ def serve(
     app: ASGIApp, listen: str, stop: threading.Event, *, cert: Path | None = None, key: Path | None = None
 ) -> None:
     """Serve ``app`` on ``listen`` (HTTPS when ``cert`` and ``key`` are given) until ``stop`` is set."""
-    sock = bind(listen)
+    serve_socket(app, bind(listen), stop, cert=cert, key=key)
+
+
+def serve_socket(
+    app: ASGIApp, sock: socket.socket, stop: threading.Event, *, cert: Path | None = None, key: Path | None = None
+) -> None:
+    """``serve`` on a socket bound already (by ``bind``: a kind that must know at setup that it can listen)."""
     tls: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
     config = uvicorn.Config(
         app, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S, **tls
@@ -74,3 +82,19 @@ def problem(status: int, error: str, **extra: Any) -> JSONResponse:
     """A JSON error answer: ``{"error": ...}`` and any ``extra`` fields; ``headers`` is passed as headers."""
     headers = extra.pop("headers", None)
     return JSONResponse({"error": error, **extra}, status_code=status, headers=headers)
+
+
+def token_refusal(request: Request, token: str | None, *, in_query: bool = False) -> JSONResponse | None:
+    """When ``token`` is set: 401 for a request without it (``Authorization: Bearer``, or ``?token=`` when
+    ``in_query``: a browser's ``<img>`` cannot send headers), 403 for a wrong one; else None (let it in)."""
+    if token is None:
+        return None
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    if not given and in_query:
+        given = request.query_params.get("token", "")
+    if not given:
+        return problem(401, "a bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return problem(403, "wrong token")
+    return None
