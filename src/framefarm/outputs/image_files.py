@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Iterator
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Literal
 
 from pydantic import Field
@@ -19,18 +21,40 @@ from ..results import result_json, yolo_text
 from ..vision.codec import encode_frame
 from .base import Output
 from .picture import JPEG_QUALITY, picture
+from .retention import RetentionOptions, Sweeper
 
 SEQ_DIGITS = 9
 FRAME_INDEX_DIGITS = 6
+TAG = "{tag}"
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 
 
 class ImageFilesOptions(OutputOptions):
     name: Literal["image_files"] = Field(description="Write results (and images) as files.")
-    path: Path = Field(description="Folder; each frame's files go to <path>/<tag>/<stem>.*")
+    path: str = Field(
+        description="Folder of each frame's files: {tag} and strftime codes of the frame's capture time are filled "
+        "in (%% for a %); without {tag}, the files go to <path>/<tag>."
+    )
     save_image: Literal["none", "raw", "annotated"] = Field(
         "none", description="Also write the frame: as received, or with boxes drawn."
     )
+    every_n: int = Field(1, ge=1, description="Write one frame in n of each stream (by its seq).")
+    only_with_detections: bool = Field(False, description="Write nothing for a frame without detections.")
+    retention: RetentionOptions = Field(
+        default_factory=RetentionOptions, description="Remove old files: by age and by the folder's total size."
+    )
+
+    @property
+    def root(self) -> str:
+        """The part of ``path`` before anything filled in per frame: where the files are, and retention looks."""
+        parts = PurePath(self.path).parts
+        fixed = [part for part in itertools.takewhile(lambda part: "{" not in part and "%" not in part, parts)]
+        return str(PurePath(*fixed)) if fixed else "."
+
+    def folder(self, tag: str, captured_at: float) -> str:
+        """``path`` filled in for a frame of ``tag`` captured at ``captured_at``."""
+        template = self.path if TAG in self.path else f"{self.path}/{TAG}"
+        return time.strftime(template.replace(TAG, tag.replace("%", "%%")), time.localtime(captured_at))
 
 
 def file_stem(message: FrameMessage) -> str:
@@ -46,7 +70,7 @@ def file_stem(message: FrameMessage) -> str:
 class ImageFiles(Output[ImageFilesOptions]):
     @classmethod
     def check(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
-        folder = ctx.resolve(options.path)
+        folder = ctx.resolve(options.root)
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is None or not existing.is_dir():
             yield ("path",), f"{existing} is not a folder, so {folder} cannot be created"
@@ -58,14 +82,26 @@ class ImageFiles(Output[ImageFilesOptions]):
 
     @classmethod
     def folders(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[FolderUse]:
-        """A frame's files go to ``<path>/<tag>``: one folder for each tag that reaches this output."""
-        folder = ctx.resolve(options.path)
-        for tag in ctx.tags:
-            yield FolderUse(("path",), folder / tag, writes=True)
+        """A frame's files go to ``<path>/<tag>`` (one folder per tag that reaches this output), or anywhere under
+        the fixed part of a templated path."""
+        if TAG not in options.path and "%" not in options.path:
+            for tag in ctx.tags:
+                yield FolderUse(("path",), ctx.resolve(options.path) / tag, writes=True)
+            return
+        yield FolderUse(("path",), ctx.resolve(options.root), writes=True, tree=True)
 
-    def deliver(self, message: FrameMessage) -> None:
+    def setup(self) -> None:
+        self.sweeper = Sweeper(self.ctx.resolve(self.options.root), self.options.retention)
+        self.sweeper.start()
+
+    def teardown(self) -> None:
+        self.sweeper.stop()
+
+    def deliver(self, message: FrameMessage) -> bool:
         options = self.options
-        folder = self.ctx.resolve(options.path) / message.stream
+        if message.seq % options.every_n or (options.only_with_detections and not message.detections):
+            return False
+        folder = self.ctx.resolve(options.folder(message.stream, message.captured_at))
         stem = file_stem(message)
         if options.save_image != "none":
             name, data = self.image(message)
@@ -73,6 +109,7 @@ class ImageFiles(Output[ImageFilesOptions]):
         write_atomic(folder / f"{stem}.txt", yolo_text(message).encode())
         # JSON last: its presence means the frame's files are all there.
         write_atomic(folder / f"{stem}.json", json.dumps(result_json(message), indent=1).encode())
+        return True
 
     def image(self, message: FrameMessage) -> tuple[str, bytes]:
         """(file suffix, bytes) of the frame as asked by ``save_image``; raw pixels are written as PNG."""
