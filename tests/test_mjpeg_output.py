@@ -97,7 +97,7 @@ def test_a_client_that_never_reads_holds_up_no_one_and_costs_no_memory(tmp_path:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out = output(MjpegOutput, tmp_path, bus_url, listen=f"127.0.0.1:{port}", annotated=False)
-    frames = 300
+    frames = 600
     with running(out):
         for seq in range(3):
             send(out.ctx.bus, seq)
@@ -114,4 +114,5 @@ def test_a_client_that_never_reads_holds_up_no_one_and_costs_no_memory(tmp_path:
         grown = rss_bytes() - rss
         stalled.close()
     assert len(got) == 2 and got[0].shape == (576, 768, 3)
-    assert grown < 8 * 2**20, f"{grown / 2**20:.1f} MiB more with a client that reads nothing"  # 300 frames: ~25 MiB
+    # Kept for that client, 600 frames of ~85 KB would be ~50 MiB; the allocator alone moves a few MiB.
+    assert grown < 16 * 2**20, f"{grown / 2**20:.1f} MiB more with a client that reads nothing"
