@@ -37,7 +37,7 @@ from ..config.urls import redact_url
 from ..config.yamlpos import Loc
 from ..errors import BadInput, SourceUnavailable
 from ..modules.context import ModuleContext
-from ..web.server import problem, serve, token_refusal
+from ..web.server import listen_field, problem, serve, token_refusal
 from .base import Input, StoredImage
 from .folder import DEFAULT_MAX_PIXELS
 from .images import check_image
@@ -70,11 +70,7 @@ class TlsOptions(StrictModel):
 class HttpOptions(InputOptions):
     promised: ClassVar[bool] = True  # a 202 is a promise: the frame must outlive a backlog or a killed detector
     name: Literal["http"] = Field(description="Take images uploaded over HTTP(S): POST /v1/frames.")
-    listen: str = Field(
-        DEFAULT_LISTEN,
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
-        description="host:port to listen on; 0.0.0.0 opens it to the network.",
-    )
+    listen: str = listen_field(DEFAULT_LISTEN)
     token: str | None = Field(
         None, description="When set, every request but /healthz needs 'Authorization: Bearer <token>'."
     )

@@ -25,7 +25,7 @@ from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import OutputOptions
 from ..message import FrameMessage
-from ..web.server import bind, problem, serve_socket, token_refusal
+from ..web.server import bind, listen_field, problem, serve_socket, token_refusal
 from .base import Output
 from .picture import snapshot_jpeg
 
@@ -37,11 +37,7 @@ NO_CACHE = {"Cache-Control": "no-store"}
 
 class MjpegOutputOptions(OutputOptions):
     name: Literal["mjpeg"] = Field(description="Serve a live MJPEG preview of each tag to browsers.")
-    listen: str = Field(
-        DEFAULT_LISTEN,
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
-        description="host:port to serve on; 0.0.0.0 opens it to the network.",
-    )
+    listen: str = listen_field(DEFAULT_LISTEN)
     token: str | None = Field(
         None, description="When set, clients need 'Authorization: Bearer <token>' or '?token=<token>'."
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
@@ -23,6 +24,13 @@ from ..errors import SourceUnavailable
 STOP_POLL_S = 0.1  # how often the watcher looks at the stop event
 GRACEFUL_S = 2  # requests in progress get this long when the server stops
 BACKLOG = 512
+LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+
+
+def listen_field(default: str) -> Any:
+    """The ``listen`` option of a kind that serves HTTP: ``host:port`` (``[v6]:port``), on loopback by default."""
+    description = "host:port to listen on; 0.0.0.0 opens it to the network."
+    return Field(default, pattern=LISTEN_PATTERN, description=description)
 
 
 def split_listen(listen: str) -> tuple[str, int]:
