@@ -90,7 +90,7 @@ def test_merge_keys_merge_with_own_keys_winning_and_first_merged_mapping_winning
     second = pipeline.module("second").options
     assert (second.tag, second.path, second.settle) == ("cam.b", Path("in/b"), 2.0)
     raw = pipeline.module("raw").options
-    assert (raw.path, raw.save_image) == ("out", "raw")  # *files comes first in the list, so it wins
+    assert (raw.path, raw.save_image) == (Path("out"), "raw")  # *files comes first in the list, so it wins
 
 
 def test_a_mistake_in_a_merged_mapping_names_its_line(tmp_path: Path) -> None:

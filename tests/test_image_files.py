@@ -33,7 +33,7 @@ def test_a_path_without_tag_still_gets_one_folder_per_tag(tmp_path: Path, bus_ur
     with running(out):
         send(out.ctx.bus, 0, source="dog.jpg")
         wait_for(lambda: (tmp_path / "out" / "cam" / "dog.json").exists())
-    assert ImageFiles.Options(name="image_files", path="out/{tag}/%Y").root == "out"
+    assert ImageFiles.Options(name="image_files", path="out/{tag}/%Y").root == Path("out")
 
 
 def test_retention_removes_what_is_too_old_then_the_oldest_until_the_size_fits(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Literal
 
 from pydantic import Field
@@ -31,7 +31,7 @@ EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 
 class ImageFilesOptions(OutputOptions):
     name: Literal["image_files"] = Field(description="Write results (and images) as files.")
-    path: str = Field(
+    path: Path = Field(
         description="Folder of each frame's files: {tag} and strftime codes of the frame's capture time are filled "
         "in (%% for a %); without {tag}, the files go to <path>/<tag>."
     )
@@ -45,15 +45,14 @@ class ImageFilesOptions(OutputOptions):
     )
 
     @property
-    def root(self) -> str:
+    def root(self) -> Path:
         """The part of ``path`` before anything filled in per frame: where the files are, and retention looks."""
-        parts = PurePath(self.path).parts
-        fixed = [part for part in itertools.takewhile(lambda part: "{" not in part and "%" not in part, parts)]
-        return str(PurePath(*fixed)) if fixed else "."
+        fixed = itertools.takewhile(lambda part: "{" not in part and "%" not in part, self.path.parts)
+        return Path(*fixed)
 
     def folder(self, tag: str, captured_at: float) -> str:
         """``path`` filled in for a frame of ``tag`` captured at ``captured_at``."""
-        template = self.path if TAG in self.path else f"{self.path}/{TAG}"
+        template = str(self.path if TAG in str(self.path) else self.path / TAG)
         return time.strftime(template.replace(TAG, tag.replace("%", "%%")), time.localtime(captured_at))
 
 
@@ -84,7 +83,7 @@ class ImageFiles(Output[ImageFilesOptions]):
     def folders(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[FolderUse]:
         """A frame's files go to ``<path>/<tag>`` (one folder per tag that reaches this output), or anywhere under
         the fixed part of a templated path."""
-        if TAG not in options.path and "%" not in options.path:
+        if TAG not in str(options.path) and "%" not in str(options.path):
             for tag in ctx.tags:
                 yield FolderUse(("path",), ctx.resolve(options.path) / tag, writes=True)
             return
