@@ -30,6 +30,7 @@ from pathlib import Path
 
 from machine import machine, usable_cores
 from pipeline import batch_ms
+from stages import detector_and_results
 
 from framefarm.supervisord.running import Running
 from framefarm.vision.model import YoloModel
@@ -85,19 +86,7 @@ pipeline:
       tag: camera
       url: {url}
       max_in_flight: {args.max_in_flight}
-{cap}  processors:
-    - name: yolo
-      alias: detector
-      model: {args.model}
-      batch: {args.batch}
-      device: {args.device}
-      workers: {args.workers}
-      intra_threads: {args.worker_threads}
-  outputs:
-    - name: image_files
-      alias: results
-      path: out
-"""
+{cap}""" + detector_and_results(args)
 
 
 def run_load(args: argparse.Namespace, url: str, fps: float | None) -> dict[str, float]:

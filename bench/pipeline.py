@@ -34,6 +34,7 @@ from pathlib import Path
 import av
 from machine import cpu_seconds, machine, usable_cores
 from nullmodel import write_null_model
+from stages import detector_and_results
 
 from framefarm.ingest.dir_videos import too_soon
 from framefarm.supervisord.running import Running
@@ -144,20 +145,7 @@ pipeline:
       path: in
       settle: 50ms
       max_in_flight: {in_flight}
-{input_extra}  processors:
-    - name: yolo
-      alias: detector
-      model: {args.model}
-      batch: {args.batch}
-      device: {args.device}
-      workers: {args.workers}
-      intra_threads: {args.worker_threads}
-      intra_spin: {str(not args.no_spin).lower()}
-  outputs:
-    - name: image_files
-      alias: results
-      path: out
-"""
+{input_extra}""" + detector_and_results(args, f"      intra_spin: {str(not args.no_spin).lower()}\n")
 
 
 def pipeline(

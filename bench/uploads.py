@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 from machine import machine, usable_cores
+from stages import detector_and_results
 
 from framefarm.ingest.images import check_image
 from framefarm.vision.codec import decode_frame
@@ -82,19 +83,7 @@ pipeline:
       listen: 127.0.0.1:{port}
       max_in_flight: {4 * args.clients}
       wait_timeout: 120s
-  processors:
-    - name: yolo
-      alias: detector
-      model: {args.model}
-      batch: {args.batch}
-      device: {args.device}
-      workers: {args.workers}
-      intra_threads: {args.worker_threads}
-  outputs:
-    - name: image_files
-      alias: results
-      path: out
-"""
+""" + detector_and_results(args)
 
 
 async def _clients(url: str, photos: list[bytes], args: argparse.Namespace) -> tuple[int, list[float]]:
