@@ -202,13 +202,14 @@ def _gstreamer_python() -> str:
 def rtsp_server(tmp: Path, port: int | None = None, *, path: str = "/cam", **options: object) -> Iterator[str]:
     """The GStreamer RTSP server (tests/rtsp_server.py) on 127.0.0.1, yielding its stream's URL (no credentials).
 
-    ``options`` are the script's flags: ``codec="h265"``, ``fps=25``, ``size="320x180"``, ``user=``, ``password=``.
+    ``options`` are the script's flags: ``codec="h265"``, ``fps=25``, ``size="320x180"``, ``user=``, ``password=``,
+    ``record=True`` (a mount that takes a pushed stream and prints a line per frame to ``rtsp-<port>.log``).
     The same ``port`` starts it again after a stop.
     """
     port = port or free_port()
     args = [_gstreamer_python(), str(RTSP_SERVER_SCRIPT), "--port", str(port), "--path", path]
     for name, value in options.items():
-        args += [f"--{name}", str(value)]
+        args += [f"--{name}"] if value is True else [f"--{name}", str(value)]
     with running(args, port, tmp / f"rtsp-{port}.log"):
         yield f"rtsp://127.0.0.1:{port}{path}"
 

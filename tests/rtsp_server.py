@@ -3,11 +3,12 @@
 Run with Debian's /usr/bin/python3 (it has ``gi``; a venv's python does not):
 
     /usr/bin/python3 tests/rtsp_server.py --port P [--path /cam] [--codec h264|h265] [--fps 25]
-        [--size 640x360] [--user U --password W]
+        [--size 640x360] [--user U --password W] [--record]
 
 It serves PLAY on ``rtsp://127.0.0.1:P/cam`` over TCP and UDP (the client picks), with a keyframe every
-second; with ``--user`` it asks for basic authentication and refuses anyone else. It prints ``ready`` once it
-listens and runs until SIGTERM.
+second; with ``--user`` it asks for basic authentication and refuses anyone else. With ``--record`` the mount
+takes a pushed H.264 stream instead (ANNOUNCE/RECORD, over TCP), decodes it and prints ``frame WxH`` for each
+frame. It prints ``ready`` once it listens and runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ def launch_line(codec: str, fps: int, width: int, height: int) -> str:
     return f"( {source} ! {ENCODERS[codec].format(fps=fps)} )"
 
 
+RECORD_LAUNCH = (
+    "( rtph264depay name=depay0 ! h264parse ! avdec_h264 ! fakesink name=sink signal-handoffs=true sync=false )"
+)
+
+
+def print_frames(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+    """Each pushed frame that decodes, as a line: what a test counts."""
+
+    def handoff(_sink: Gst.Element, buffer: Gst.Buffer, pad: Gst.Pad) -> None:
+        structure = pad.get_current_caps().get_structure(0)
+        print(f"frame {structure.get_value('width')}x{structure.get_value('height')}", flush=True)
+
+    media.get_element().get_by_name("sink").connect("handoff", handoff)
+
+
 def protect(server: GstRtspServer.RTSPServer, factory: GstRtspServer.RTSPMediaFactory, user: str, pw: str) -> None:
     """Basic authentication: only ``user`` with ``pw`` may see or play the mount."""
     auth = GstRtspServer.RTSPAuth()
@@ -56,6 +72,7 @@ def main() -> int:
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--user")
     parser.add_argument("--password")
+    parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     Gst.init(None)
     width, height = (int(v) for v in args.size.split("x"))
@@ -63,8 +80,13 @@ def main() -> int:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line(args.codec, args.fps, width, height))
-    factory.set_shared(True)  # one encoder for every client, as a camera has
+    if args.record:
+        factory.set_launch(RECORD_LAUNCH)
+        factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+        factory.connect("media-configure", print_frames)
+    else:
+        factory.set_launch(launch_line(args.codec, args.fps, width, height))
+        factory.set_shared(True)  # one encoder for every client, as a camera has
     if args.user:
         protect(server, factory, args.user, args.password or "")
     server.get_mount_points().add_factory(args.path, factory)

@@ -17,6 +17,7 @@ class FrameMessage(BaseModel):
     seq: int
     pts: float | None = None
     frame_index: int | None = None  # position in a video file
+    rate: float | None = None  # the stream's frame rate as published (its nominal rate within the input's fps)
     captured_at: float
     width: int  # of the original frame: results are reported in its pixels
     height: int

@@ -27,7 +27,7 @@ from ..config.urls import redact_text
 from ..errors import SourceUnavailable
 from .folder import DEFAULT_MAX_PIXELS
 from .live import Captured, LiveInput, LiveOptions, Session
-from .video import Decoded, encode_for_store, frame_pts
+from .video import Decoded, encode_for_store, frame_pts, nominal_rate
 
 US = 1_000_000  # ffmpeg's timeouts and durations are in microseconds
 DEFAULT_ANALYZEDURATION_S = 1.0
@@ -116,8 +116,9 @@ class AvStream(LiveInput[AO]):
         hw = " on the GPU" if stream.codec_context.is_hwaccel else ""
         detail = f"{stream.codec_context.name} {stream.codec_context.width}x{stream.codec_context.height}{hw}"
         decoded = Decoded(container, stream, self.options.max_pixels)
+        rate = nominal_rate(stream, None)
         for frame in decoded:
-            yield Captured(frame, time.time(), frame_pts(frame), detail)
+            yield Captured(frame, time.time(), frame_pts(frame), rate, detail)
             if session.stop.is_set():
                 return
         if decoded.broken_off is not None:

@@ -16,7 +16,7 @@ from ..errors import BadInput, IncompleteFile
 from .files import OpenedFile
 from .folder import FolderInput, FolderOptions, Progress, max_file_size_field, patterns_field
 from .images import check_pixels
-from .video import Decoded, FpsLimiter, Pacer, encode_for_store, frame_pts, too_soon
+from .video import Decoded, FpsLimiter, Pacer, encode_for_store, frame_pts, nominal_rate, too_soon
 
 DEFAULT_PATTERNS = ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.webm", "*.ts"]
 __all__ = ["DirVideos", "DirVideosOptions", "too_soon"]  # too_soon: bench/pipeline.py counts frames with it
@@ -65,6 +65,7 @@ class DirVideos(FolderInput[DirVideosOptions]):
         limiter = FpsLimiter(self.options.fps)
         frames = (item for item in enumerate(decoded) if item[0] >= start and limiter.wants(frame_pts(item[1])))
         clock = Pacer() if self.options.realtime else None
+        rate = nominal_rate(decoded.stream, self.options.fps)
         while True:
             with file.reading():  # decoding, converting and encoding; not waiting for the bus
                 item = next(frames, None)
@@ -75,7 +76,10 @@ class DirVideos(FolderInput[DirVideosOptions]):
             pts = frame_pts(frame)
             if clock and pts is not None and stop.wait(clock.delay(pts)):
                 return False
-            if not self.publisher.publish(data, **kwargs, source=file.source, stop=stop, pts=pts, frame_index=index):
+            sent = self.publisher.publish(
+                data, **kwargs, source=file.source, stop=stop, pts=pts, frame_index=index, rate=rate
+            )
+            if not sent:
                 return False
             limiter.taken(pts)
             progress(index + 1)

@@ -84,6 +84,7 @@ class Captured:
     item: Any  # an av.VideoFrame, the bytes of a JPEG: whatever the kind's encode takes
     captured_at: float  # wall clock when it was decoded
     pts: float | None = None  # its timestamp in the stream, when the stream has them
+    rate: float | None = None  # the stream's frame rate, when it says
     detail: str = ""  # what streams (codec, size): logged with the first frame of an attempt
 
     @property
@@ -251,9 +252,11 @@ class LiveInput(Input[LO]):
                 self.ctx.log.warning("%s: a frame cannot be encoded: %s", self.source, exc)
                 self._drop(counters.FAILED)
                 continue
+            rates = [rate for rate in (captured.rate, self.options.fps) if rate]
             sent = self.publisher.publish(
-                data, **kwargs, source=self.source, stop=stop, pts=captured.pts, captured_at=captured.captured_at
-            )
+                data, **kwargs, source=self.source, stop=stop, pts=captured.pts, captured_at=captured.captured_at,
+                rate=min(rates, default=None),
+            )  # fmt: skip
             if sent:
                 self.state.published()
             else:

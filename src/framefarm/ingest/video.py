@@ -82,6 +82,14 @@ def encode_for_store(
     return encode_frame(image, fmt, service.frames.quality), described
 
 
+def nominal_rate(stream: av.VideoStream, fps: float | None) -> float | None:
+    """The frame rate a stream's frames are published at: its own (as the container says, else as ffmpeg guesses
+    it), at most the input's ``fps``; None when neither is known."""
+    own = stream.average_rate or stream.guessed_rate
+    rates = [rate for rate in (float(own) if own else None, fps) if rate]
+    return min(rates) if rates else None
+
+
 def frame_pts(frame: av.VideoFrame) -> float | None:
     """The frame's timestamp in seconds of its stream, None when it has none."""
     return float(frame.time) if frame.time is not None else None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Literal
@@ -20,12 +18,12 @@ from ..message import FrameMessage
 from ..results import result_json, yolo_text
 from ..vision.codec import encode_frame
 from .base import Output
+from .paths import TAG, fill, fixed_part, is_template
 from .picture import JPEG_QUALITY, picture
 from .retention import RetentionOptions, Sweeper
 
 SEQ_DIGITS = 9
 FRAME_INDEX_DIGITS = 6
-TAG = "{tag}"
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 
 
@@ -46,14 +44,12 @@ class ImageFilesOptions(OutputOptions):
 
     @property
     def root(self) -> Path:
-        """The part of ``path`` before anything filled in per frame: where the files are, and retention looks."""
-        fixed = itertools.takewhile(lambda part: "{" not in part and "%" not in part, self.path.parts)
-        return Path(*fixed)
+        """Where the files are, and retention looks."""
+        return fixed_part(self.path)
 
     def folder(self, tag: str, captured_at: float) -> str:
         """``path`` filled in for a frame of ``tag`` captured at ``captured_at``."""
-        template = str(self.path if TAG in str(self.path) else self.path / TAG)
-        return time.strftime(template.replace(TAG, tag.replace("%", "%%")), time.localtime(captured_at))
+        return fill(self.path if TAG in str(self.path) else self.path / TAG, tag, captured_at)
 
 
 def file_stem(message: FrameMessage) -> str:
@@ -83,7 +79,7 @@ class ImageFiles(Output[ImageFilesOptions]):
     def folders(cls, options: ImageFilesOptions, ctx: CheckContext) -> Iterator[FolderUse]:
         """A frame's files go to ``<path>/<tag>`` (one folder per tag that reaches this output), or anywhere under
         the fixed part of a templated path."""
-        if TAG not in str(options.path) and "%" not in str(options.path):
+        if not is_template(options.path):
             for tag in ctx.tags:
                 yield FolderUse(("path",), ctx.resolve(options.path) / tag, writes=True)
             return

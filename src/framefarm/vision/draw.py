@@ -1,5 +1,6 @@
 """Annotate frames with detection boxes and labels for previews and annotated video."""
 
+import time
 from collections.abc import Sequence
 
 import cv2
@@ -64,4 +65,19 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection], names: S
         cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2 * LABEL_PAD, top + label_h), colour, cv2.FILLED)
         text_origin = (x1 + LABEL_PAD, top + LABEL_PAD + text_h)
         cv2.putText(canvas, label, text_origin, FONT, font_scale, TEXT_COLOUR, text_thickness, cv2.LINE_AA)
+    return canvas
+
+
+def draw_timestamp(image: np.ndarray, captured_at: float) -> np.ndarray:
+    """Return a copy of the image with its capture time (local, to the millisecond) in the top-left corner."""
+    canvas = image.copy()
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(captured_at)) + f".{int(captured_at * 1000) % 1000:03d}"
+    thickness = max(1, round(max(canvas.shape[:2]) * LINE_WIDTH_PER_PIXEL))
+    font_scale = thickness / 2
+    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
+    corner = (text_w + 4 * LABEL_PAD, text_h + baseline + 4 * LABEL_PAD)
+    cv2.rectangle(canvas, (0, 0), corner, (0, 0, 0), cv2.FILLED)
+    cv2.putText(
+        canvas, text, (2 * LABEL_PAD, 2 * LABEL_PAD + text_h), FONT, font_scale, TEXT_COLOUR, thickness, cv2.LINE_AA
+    )
     return canvas
