@@ -4,6 +4,7 @@ with PyAV, nginx-rtmp, GStreamer's RTSP server and ffmpeg as the receivers."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import signal
@@ -20,16 +21,25 @@ import cv2
 import numpy as np
 from test_network_outputs import count, output, state
 
+from framefarm.bus import connect
 from framefarm.bus.base import Bus, frame_key
+from framefarm.config.registry import CheckContext
+from framefarm.config.routing import Routes
+from framefarm.config.routing import Stage as RouteStage
+from framefarm.config.schema import ServiceOptions
+from framefarm.ingest.base import Publisher
+from framefarm.ingest.rtsp import Rtsp
 from framefarm.message import FrameMessage
 from framefarm.modules import counters
+from framefarm.modules.context import ModuleContext
+from framefarm.outputs.encoder import nvenc_refusal, pick_encoder
 from framefarm.outputs.rtmp import RtmpOutput
 from framefarm.outputs.rtsp import RtspOutput
 from framefarm.outputs.video_file import VideoFile
 from framefarm.vision.draw import PALETTE_BGR
 
 from conftest import MODEL, NAMES
-from harness import running, write_video
+from harness import queued, running, write_video
 from peers import free_port, nginx_rtmp, port_listening, rtsp_server, stop_process, wait_for
 from workspace import Workspace
 
@@ -44,7 +54,14 @@ def level(seq: int) -> int:
 
 
 def send_frame(
-    bus: Bus, seq: int, *, tag: str = "cam", fps: float = FPS, start: float = 0.0, detections: list | None = None
+    bus: Bus,
+    seq: int,
+    *,
+    tag: str = "cam",
+    fps: float = FPS,
+    start: float = 0.0,
+    detections: list | None = PERSON,
+    tapped: bool = False,
 ) -> None:
     """Frame ``seq`` of a 25 fps clip (a grey level per frame) with a person detected, queued for the output."""
     image = np.full((HEIGHT, WIDTH, 3), level(seq), np.uint8)
@@ -52,7 +69,7 @@ def send_frame(
     message = FrameMessage(
         stream=tag, input="cam", source="clip.mp4", seq=seq, pts=seq / fps, rate=fps,
         captured_at=(start or time.time()) + seq / fps, width=WIDTH, height=HEIGHT, key=key, format="jpeg",
-        model="m", detections=PERSON if detections is None else detections,
+        model="m", detections=detections, tapped=tapped,
     )  # fmt: skip
     assert bus.flow.admit("cam", key, limit=10_000, ttl=600)
     bus.frames.put(key, cv2.imencode(".jpg", image)[1].tobytes(), ttl=600, refs=1)
@@ -137,9 +154,10 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from conftest import MODEL, NAMES
-from harness import running, write_video
+from harness import queued, running, write_video
 from test_network_outputs import output
 from test_video_outputs import send_frame
+from framefarm.outputs.encoder import nvenc_refusal, pick_encoder
 from framefarm.outputs.rtmp import RtmpOutput
 from framefarm.outputs.rtsp import RtspOutput
 from framefarm.outputs.video_file import VideoFile
@@ -301,3 +319,63 @@ pipeline:
     assert np.allclose(np.diff(times), 1 / 12, atol=0.002)
     with av.open(str(recording)) as container:
         assert container.duration is not None  # the trailer was written: the file was closed, not cut off
+
+
+def test_boxes_latest_taps_live_frames_before_detection_and_keeps_them_when_detectors_are_full(
+    tmp_path: Path, bus_url: str
+) -> None:
+    """The input side: with no room at the detector, a camera's frames still reach the output, and are counted."""
+    routes = Routes(processors=(RouteStage("detector", "*"),), outputs=(RouteStage("out", "*", None, True),))
+    options = Rtsp.Options.model_validate({"name": "rtsp", "alias": "cam", "tag": "cam", "url": "rtsp://h/x",
+                                           "max_in_flight": 2})  # fmt: skip
+    service = ServiceOptions(runtime_dir=tmp_path)
+    ctx = ModuleContext(alias="cam", options=options, service=service, routes=routes,
+                        bus=connect(bus_url, service), base_dir=tmp_path, runtime_dir=tmp_path,
+                        log=logging.getLogger("cam"))  # fmt: skip
+    publisher = Publisher(ctx)
+    image = cv2.imencode(".jpg", np.zeros((HEIGHT, WIDTH, 3), np.uint8))[1].tobytes()
+    sent = [
+        publisher.publish(image, fmt="jpeg", width=WIDTH, height=HEIGHT, source="cam", stop=threading.Event())
+        for _ in range(10)
+    ]
+    to_detector, to_output = queued(ctx.bus, "detector"), queued(ctx.bus, "out")
+    counts = ctx.bus.flow.counters()["cam"]
+    assert sent == [True, True] + [False] * 8
+    first = to_detector[0].seq
+    assert [m.seq for m in to_detector] == [first, first + 1] and all(m.tapped for m in to_detector)
+    assert [m.seq for m in to_output] == list(range(first, first + 4)) and not any(m.tapped for m in to_output[2:])
+    assert counts[counters.PUBLISHED] == 2 and counts[counters.RAW_ONLY] == 2 and counts[counters.DROPPED_FULL] == 6
+
+
+def test_boxes_latest_shows_every_frame_with_the_latest_boxes(tmp_path: Path, bus_url: str) -> None:
+    """The output side: undetected frames are written with the boxes last known; a detected copy adds no frame."""
+    path = str(tmp_path / "{tag}.mkv")
+    out = output(VideoFile, tmp_path, bus_url, path=path, boxes="latest", threads=1, reorder_ms=0)
+    with running(out):
+        for seq in range(5):
+            send_frame(out.ctx.bus, seq, detections=None)
+        send_frame(out.ctx.bus, 2, tapped=True)  # the detector's copy of frame 2: a person
+        for seq in range(5, 10):
+            send_frame(out.ctx.bus, seq, detections=None)
+        wait_for(lambda: count(out, counters.delivered("out")) == 10, 30, "10 frames written")
+    images, _ = decoded(tmp_path / "cam.mkv")
+    boxed = [class_pixels(image, inside=True) > 200 for image in images]
+    assert boxed == [False] * 5 + [True] * 5
+    assert count(out, counters.filtered("out")) == 1
+
+
+def test_the_encoder_choice_and_its_check(tmp_path: Path) -> None:
+    """auto takes NVENC only where it opens; asking for NVENC where it does not is a config error (this machine
+    has no GPU in CI: the refusal branch runs there, the other on a GPU host)."""
+    refusal = nvenc_refusal()
+    options = VideoFile.Options.model_validate(
+        {"name": "video_file", "path": str(tmp_path / "{tag}.mkv"), "encoder": "h264_nvenc", "bitrate": "2M"}
+    )
+    problems = list(VideoFile.check(options, CheckContext(base_dir=tmp_path, service=ServiceOptions())))
+    assert options.bitrate == 2_000_000
+    if refusal is None:
+        assert pick_encoder("auto") == "h264_nvenc" and problems == []
+    else:
+        assert pick_encoder("auto") == "libx264"
+        message = f"h264_nvenc does not open on this machine ({refusal}); use auto or libx264"
+        assert problems == [(("encoder",), message)]

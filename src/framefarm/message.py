@@ -25,6 +25,7 @@ class FrameMessage(BaseModel):
     key: str  # frame store key
     format: str  # jpeg, png, bmp, webp
     expires_at: float | None = None  # skip instead of processing after this wall-clock time
+    tapped: bool = False  # also sent undetected to outputs that show every frame (boxes: latest)
     reply: str | None = None  # a queue of the input that wants the result once the processors are done
     frame: bytes | None = Field(None, repr=False)  # the frame itself, when the store keeps frames inline
     model: str | None = None

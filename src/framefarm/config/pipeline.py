@@ -152,7 +152,8 @@ def load_pipeline(
     sides = _frame_sides(path, service, modules, out) if deep else {}
 
     def stage(module: ModuleSpec) -> Stage:
-        return Stage(module.alias, module.options.match, sides.get(module.alias))
+        raw = module.section == "outputs" and module.kind.takes_raw_frames(module.options)
+        return Stage(module.alias, module.options.match, sides.get(module.alias), raw)
 
     routes = Routes(
         processors=tuple(stage(m) for m in modules if m.section == "processors"),

@@ -74,6 +74,12 @@ class ModuleKind:
         return None
 
     @classmethod
+    def takes_raw_frames(cls, options: ModuleOptions) -> bool:
+        """Whether this output also takes its tags' frames before detection, from live inputs: every camera frame
+        then reaches it, with or without room at the detectors (a video output with ``boxes: latest``)."""
+        return False
+
+    @classmethod
     def folders(cls, options: ModuleOptions, ctx: CheckContext) -> Iterator[FolderUse]:
         """The folders this module watches or writes files into (none by default); see FolderUse."""
         yield from ()

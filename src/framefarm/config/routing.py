@@ -14,6 +14,7 @@ class Stage:
     alias: str
     match: str
     side: int | None = None  # the longest frame side it needs (0: it reads no frame; None: the whole frame)
+    raw: bool = False  # an output that also takes the frames before detection (ModuleKind.takes_raw_frames)
 
     def covers(self, tag: str) -> bool:
         return fnmatchcase(tag, self.match)
@@ -47,6 +48,13 @@ class Routes:
     def outputs_for(self, tag: str) -> list[str]:
         return [stage.alias for stage in self.outputs if stage.covers(tag)]
 
+    def taps(self, tag: str) -> list[str]:
+        """Outputs that take ``tag``'s frames before detection too (none when no processor takes the tag: its
+        outputs get the frames as they are anyway)."""
+        if self.last_processor(tag) is None:
+            return []
+        return [stage.alias for stage in self.outputs if stage.raw and stage.covers(tag)]
+
     def store_side(self, tag: str) -> int | None:
         """The longest side a frame tagged ``tag`` needs to be stored with: what its route's stages need at most
         (see ModuleKind.frame_side); None when one of them needs the whole frame."""
@@ -56,11 +64,11 @@ class Routes:
         return max([MIN_STORE_SIDE, *(side for side in sides if side is not None)])
 
     def to_json(self, *, sides: bool = True) -> dict[str, list[list[Any]]]:
-        """The routes as a module's snapshot keeps them. Only inputs use the sides: without them, a stage whose
-        side changed (a new model) restarts the inputs on reload, not every module."""
+        """The routes as a module's snapshot keeps them. Only inputs use the sides and raw flags: without them, a
+        stage whose side changed (a new model) restarts the inputs on reload, not every module."""
 
         def fields(stage: Stage) -> list[Any]:
-            return [stage.alias, stage.match, *([stage.side] if sides and stage.side is not None else [])]
+            return [stage.alias, stage.match, *([stage.side, stage.raw] if sides else [])]
 
         return {"processors": [fields(s) for s in self.processors], "outputs": [fields(s) for s in self.outputs]}
 

@@ -77,24 +77,33 @@ class StoredImage:
     scale: float  # stored size / displayed size
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a tag's frames go: the first stage of their route, the outputs that take them before detection
+    too (taps), and how many releases a frame gets (one per output, two for a tap)."""
+
+    first_hop: list[str]
+    taps: list[str]
+    refs: int
+
+
 class Publisher:
     """Stores a frame's bytes and sends its message to the first stage of its route.
 
     Live inputs drop a frame (and count it) when the stream already has ``max_in_flight`` frames in the
-    pipeline; lossless (file) inputs wait instead, so nothing is lost and memory stays bounded. A caller that must
-    answer at once (an upload) is a live input: False means "full", and it says so to its client. It may choose the
-    frame's key (to give its client an id) and a tag other than its input's (routed like that tag's frames).
+    pipeline, or send it only to the outputs that take frames before detection (taps, counted ``raw_only``);
+    lossless (file) inputs wait instead, so nothing is lost and memory stays bounded. A caller that must answer at
+    once (an upload) is a live input: False means "full", and it says so to its client. It may choose the frame's
+    key (to give its client an id) and a tag other than its input's (routed like that tag's frames).
     """
 
     def __init__(self, ctx: ModuleContext[InputOptions]) -> None:
         self.ctx = ctx
         self.options = ctx.options
         self.lossless = type(self.options).lossless
-        kept_long = self.lossless or type(self.options).promised
-        self.ttl = ctx.service.frames.lossless_ttl if kept_long else ctx.service.frames.ttl
-        self.first_hop = ctx.routes.first_hop(self.options.tag)
-        self.refs = len(ctx.routes.outputs_for(self.options.tag))
-        self.routes: dict[str, tuple[list[str], int]] = {self.options.tag: (self.first_hop, self.refs)}
+        self.kept_long = self.lossless or type(self.options).promised
+        self.ttl = ctx.service.frames.lossless_ttl if self.kept_long else ctx.service.frames.ttl
+        self.routes: dict[str, Route] = {}
         self.max_side = self.store_side(self.options.tag)  # frames of this input's tag: stored no larger
         self.published = 0  # frames put on the bus by this process: progress, for the reconnect backoff
 
@@ -123,14 +132,19 @@ class Publisher:
         """
         bus, alias = self.ctx.bus, self.ctx.alias
         key = key or frame_key(alias)
-        first_hop, refs = self.route(tag or self.options.tag)
+        route = self.route(tag or self.options.tag)
+        queues, refs = [*route.first_hop, *route.taps], route.refs
         bus.flow.count(alias, counters.FRAMES_IN)
         while not bus.flow.admit(alias, key, limit=self.options.max_in_flight, ttl=self.ttl):
             if not self.lossless:
-                bus.flow.count(alias, counters.DROPPED_FULL)
-                return False
+                if not route.taps or not self.admit_raw(key):
+                    bus.flow.count(alias, counters.DROPPED_FULL)
+                    return False
+                queues, refs = route.taps, len(route.taps)  # no room at the detectors: the taps show it as is
+                break
             if stop.wait(ADMIT_POLL_S):
                 return False
+        detected = queues is not route.taps
         captured_at = captured_at or time.time()
         message = FrameMessage(
             stream=tag or self.options.tag,
@@ -147,17 +161,27 @@ class Publisher:
             key=key,
             format=fmt,
             expires_at=captured_at + self.options.max_age if self.options.max_age else None,
+            tapped=detected and bool(route.taps),
             reply=reply,
         )
         inline = bus.frames.put(key, data, ttl=self.ttl, refs=refs)
         payload = {**message.model_dump(exclude_none=True), **inline}
-        for queue in first_hop:
+        for queue in queues:
             bus.send(queue, payload)
         if reply and self.ctx.routes.last_processor(message.stream) is None:
             bus.send(reply, reply_payload(message))
+        if not detected:
+            bus.flow.count(alias, counters.RAW_ONLY)
+            return False
         bus.flow.count(alias, counters.PUBLISHED)
         self.published += 1
         return True
+
+    def admit_raw(self, key: str) -> bool:
+        """Room for a frame that only the taps take: as many again as ``max_in_flight`` (they leave as soon as the
+        outputs drew them), so a saturated detector does not starve the video, and memory stays bounded."""
+        limit = 2 * self.options.max_in_flight
+        return self.ctx.bus.flow.admit(self.ctx.alias, key, limit=limit, ttl=self.ttl)
 
     def stored_image(self, image: CheckedImage, tag: str | None = None) -> StoredImage:
         """An image file as ``tag``'s frames are stored: its own bytes when its route needs the whole picture or
@@ -195,8 +219,17 @@ class Publisher:
         sides = [side for side in (self.ctx.routes.store_side(tag), self.ctx.service.frames.max_side) if side]
         return min(sides) if sides else None
 
-    def route(self, tag: str) -> tuple[list[str], int]:
-        """The first-hop queues of ``tag``'s frames and how many outputs take them (0: nothing would)."""
+    def route(self, tag: str) -> Route:
         if tag not in self.routes:
-            self.routes[tag] = (self.ctx.routes.first_hop(tag), len(self.ctx.routes.outputs_for(tag)))
+            self.routes[tag] = self.make_route(tag)
         return self.routes[tag]
+
+    def make_route(self, tag: str) -> Route:
+        routes = self.ctx.routes
+        taps = [] if self.kept_long else routes.taps(tag)  # a file's or an upload's frames are all detected
+        return Route(routes.first_hop(tag), taps, len(routes.outputs_for(tag)) + len(taps))
+
+    @property
+    def taps(self) -> bool:
+        """Whether frames of this input's own tag go to outputs that take them before detection."""
+        return bool(self.route(self.options.tag).taps)

@@ -260,7 +260,7 @@ class Http(Input[HttpOptions]):
             TAGS.validate_python(tag)
         except ValidationError:
             raise Refused(422, f"tag {tag!r}: only letters, digits, '_', '.' and '-'") from None
-        if self.publisher.route(tag)[1] == 0:
+        if self.publisher.route(tag).refs == 0:
             raise Refused(422, f"no output takes frames tagged {tag!r}")
         return tag
 

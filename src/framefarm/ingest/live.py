@@ -37,7 +37,7 @@ from ..modules import counters
 from ..modules.context import ModuleContext
 from .base import Input
 from .livestate import CONNECTING, LiveState
-from .video import FpsLimiter
+from .video import FpsLimiter, capped_rate
 
 DEFAULT_STALL_TIMEOUT_S = 10.0
 DEFAULT_OPEN_TIMEOUT_S = 10.0
@@ -252,10 +252,9 @@ class LiveInput(Input[LO]):
                 self.ctx.log.warning("%s: a frame cannot be encoded: %s", self.source, exc)
                 self._drop(counters.FAILED)
                 continue
-            rates = [rate for rate in (captured.rate, self.options.fps) if rate]
             sent = self.publisher.publish(
                 data, **kwargs, source=self.source, stop=stop, pts=captured.pts, captured_at=captured.captured_at,
-                rate=min(rates, default=None),
+                rate=capped_rate(captured.rate, self.options.fps),
             )  # fmt: skip
             if sent:
                 self.state.published()
@@ -291,5 +290,6 @@ class LiveInput(Input[LO]):
 
     def _room(self) -> bool:
         """Whether the stream has fewer than ``max_in_flight`` frames in the pipeline (checked before encoding,
-        so a full pipeline costs no encoding; ``publish`` still enforces the bound)."""
-        return self.ctx.bus.flow.in_flight(self.ctx.alias) < self.options.max_in_flight
+        so a full pipeline costs no encoding; ``publish`` still enforces the bound). With outputs that show every
+        frame (taps), a frame is always worth encoding: ``publish`` sends it to them when the detectors are full."""
+        return self.publisher.taps or self.ctx.bus.flow.in_flight(self.ctx.alias) < self.options.max_in_flight

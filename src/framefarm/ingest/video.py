@@ -82,11 +82,19 @@ def encode_for_store(
     return encode_frame(image, fmt, service.frames.quality), described
 
 
+MAX_PLAUSIBLE_FPS = 240  # a stream that says more (some cameras say 90000) does not know its rate
+
+
 def nominal_rate(stream: av.VideoStream, fps: float | None) -> float | None:
     """The frame rate a stream's frames are published at: its own (as the container says, else as ffmpeg guesses
     it), at most the input's ``fps``; None when neither is known."""
     own = stream.average_rate or stream.guessed_rate
-    rates = [rate for rate in (float(own) if own else None, fps) if rate]
+    return capped_rate(float(own) if own else None, fps)
+
+
+def capped_rate(own: float | None, fps: float | None) -> float | None:
+    """A source's own frame rate (ignored when implausible) within the input's ``fps`` limit."""
+    rates = [rate for rate in (own if own and own <= MAX_PLAUSIBLE_FPS else None, fps) if rate]
     return min(rates) if rates else None
 
 

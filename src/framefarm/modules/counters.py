@@ -6,6 +6,7 @@ FRAMES_IN = "frames_in"  # frames an input produced (before its in-flight bound)
 PUBLISHED = "published"  # frames on the bus
 DROPPED_FULL = "dropped_full"  # a live input dropped the frame: max_in_flight frames were already in flight
 DROPPED_STALE = "dropped_stale"  # a live input dropped the frame for a newer one before it could send it
+RAW_ONLY = "raw_only"  # no room at the detectors: sent only to outputs that show every frame (boxes: latest)
 SKIPPED_FPS = "skipped_fps"  # a live input skipped the frame to keep to its fps limit (wanted, not a loss)
 STALE = "stale"  # skipped by a stage: older than the input's max_age
 MISSING = "missing"  # the frame's bytes expired or were released before a stage read them

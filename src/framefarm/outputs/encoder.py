@@ -24,6 +24,7 @@ from ..config.schema import StrictModel
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90_000)
+MIN_STEP = 90  # 1 ms: the least two frames' timestamps differ by, so that a container in ms (mkv) keeps them apart
 NVENC, X264 = "h264_nvenc", "libx264"
 PROBE_SIDE = 256  # NVENC is tried on a frame this big: whether a GPU is there, not whether a size suits it
 DEFAULT_PRESETS = {X264: "veryfast", NVENC: "p4"}
@@ -101,7 +102,8 @@ def nvenc_refusal() -> str | None:
 
 @functools.cache
 def pick_encoder(wanted: str) -> str:
-    """The encoder to use for ``wanted`` (auto: NVENC if it opens, else libx264), logged once per process."""
+    """The encoder to use for ``wanted`` (auto: NVENC if it opens, else libx264), logged once per process. A
+    stream whose NVENC fails to start anyway (the GPU's sessions are all taken) goes on with libx264."""
     if wanted != "auto":
         return wanted
     refusal = nvenc_refusal()
@@ -126,12 +128,12 @@ class Encoding:
         cls,
         container: av.container.OutputContainer,
         options: EncoderOptions,
+        codec: str,
         size: tuple[int, int],
         rate: float,
         *,
         live: bool,
     ) -> Encoding:
-        codec = pick_encoder(options.encoder)
         stream = container.add_stream(codec, rate=Fraction(rate).limit_denominator(1001))
         stream.width, stream.height = options.fixed_size or (even(size[0]), even(size[1]))
         stream.pix_fmt = "yuv420p"
@@ -147,10 +149,10 @@ class Encoding:
 
     def write(self, image: np.ndarray, pts: int) -> None:
         """Encode ``image`` (BGR, scaled to the stream's size if it is not) at ``pts`` (1/90000 s of the caller's
-        clock; the stream starts at 0); a ``pts`` not after the last one's is moved just after it."""
+        clock; the stream starts at 0); a ``pts`` less than MIN_STEP after the last one's is moved to that."""
         if self.first_pts is None:
             self.first_pts = pts
-        pts = max(pts - self.first_pts, self.last_pts + 1)
+        pts = max(pts - self.first_pts, self.last_pts + MIN_STEP if self.frames else 0)
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
@@ -166,7 +168,7 @@ class Encoding:
             self.container.close()
 
     def abandon(self) -> None:
-        """Close without flushing: the peer is gone, nothing more can be written."""
+        """Close without flushing the encoder: writing failed, and what it still holds cannot be written."""
         try:
             self.container.close()
         except (av.FFmpegError, OSError) as exc:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..config import registry
-from .push import PushOptions, PushOutput
+from .push import US, PushOptions, PushOutput
 
 
 class RtspOutputOptions(PushOptions):
@@ -23,4 +23,5 @@ class RtspOutput(PushOutput[RtspOutputOptions]):
     container_format = "rtsp"
 
     def protocol_options(self) -> dict[str, str]:
-        return {"rtsp_transport": "tcp"}
+        """TCP, and ffmpeg's socket timeout (µs), which bounds the connection, the handshake and every write."""
+        return {"rtsp_transport": "tcp", "timeout": str(int(self.options.write_timeout * US))}

@@ -18,12 +18,14 @@ backoff; frames meanwhile are dropped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import queue
 import threading
 import time
 from abc import abstractmethod
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -36,11 +38,12 @@ from ..config.registry import CheckContext
 from ..config.schema import OutputOptions, ReconnectOptions
 from ..config.types import Duration
 from ..config.urls import redact_text
+from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..modules import counters
 from ..vision.draw import draw_timestamp
 from .base import Output
-from .encoder import TIME_BASE, EncoderOptions, Encoding
+from .encoder import MIN_STEP, NVENC, TIME_BASE, X264, EncoderOptions, Encoding, nvenc_refusal, pick_encoder
 from .picture import picture
 
 DEFAULT_RATE = 25.0  # frames a second when neither the output nor the source says
@@ -55,12 +58,20 @@ class VideoOptions(OutputOptions, EncoderOptions):
     """Options of every video output kind."""
 
     fps: float | None = Field(
-        None, gt=0, description="Frames a second written (default: the source's; 25 when it does not say)."
+        None,
+        gt=0,
+        description="A constant frame rate to write. Default: files keep each frame's own timestamp; live pushes "
+        "run at the source's rate (25 when it does not say).",
     )
     annotated: bool = Field(True, description="Draw the boxes, class names and confidences.")
     timestamp: bool = Field(False, description="Draw each frame's capture time in a corner.")
     reorder_ms: int = Field(500, ge=0, description="How long a frame waits for an earlier one that is late (ms).")
-    boxes: Literal["exact"] = Field("exact", description="exact: only the frames the detector saw are shown.")
+    boxes: Literal["exact", "latest"] = Field(
+        "exact",
+        description="exact: the frames the detector saw, with their boxes. latest: every frame of a live input, "
+        "with the latest boxes known (the output then also takes the frames before detection, and shows them "
+        "when the detector is slower than the camera).",
+    )
     queue: int = Field(DEFAULT_QUEUE, ge=1, description="Frames per stream waiting for the encoder; more are dropped.")
     end_after: Duration = Field(
         DEFAULT_END_AFTER_S, gt=0, description="A stream without frames this long is ended (and started again later)."
@@ -92,15 +103,18 @@ class Reorder:
     def __init__(self, window: float) -> None:
         self.window = window
         self.waiting: list[tuple[Shot, float]] = []  # a heap by seq, with each frame's arrival
+        self.seqs: set[int] = set()  # of the frames waiting
         self.last: int | None = None  # seq of the last frame let out
 
     def push(self, shot: Shot, now: float) -> bool:
-        """Take ``shot``; False when it is late (a later frame already left): the caller drops it."""
+        """Take ``shot``; False when it is late (a later frame already left) or there already (a message delivered
+        again): the caller drops it."""
         if self.last is not None and shot.seq < self.last - SEQ_RESTART:
             self.last = None  # the input counts from 0 again (its state was lost): not late, a new count
-        if self.last is not None and shot.seq <= self.last:
+        if (self.last is not None and shot.seq <= self.last) or shot.seq in self.seqs:
             return False
         heapq.heappush(self.waiting, (shot, now))
+        self.seqs.add(shot.seq)
         return True
 
     def ready(self, now: float) -> list[Shot]:
@@ -111,6 +125,7 @@ class Reorder:
             if not (self.last is not None and shot.seq == self.last + 1) and now - arrived < self.window:
                 break
             heapq.heappop(self.waiting)
+            self.seqs.discard(shot.seq)
             self.last = shot.seq
             out.append(shot)
         return out
@@ -118,6 +133,7 @@ class Reorder:
     def drain(self) -> list[Shot]:
         """Every frame still waiting, in order (the stream ends)."""
         out = [heapq.heappop(self.waiting)[0] for _ in range(len(self.waiting))]
+        self.seqs.clear()
         if out:
             self.last = out[-1].seq
         return out
@@ -154,7 +170,7 @@ class FileClock:
             self.floor, self.resume = pts + 1, round((slot + 1) * self.step)
             return pts
         pts = max(round(offset), self.floor)
-        self.floor, self.resume = pts + 1, pts + round(self.step)
+        self.floor, self.resume = pts + MIN_STEP, pts + round(self.step)
         return pts
 
     def _new_run(self, shot: Shot) -> bool:
@@ -203,12 +219,14 @@ class StreamWriter:
         self.options: VideoOptions = output.options
         self.queue: queue.Queue[Any] = queue.Queue(self.options.queue)
         self.reorder = Reorder(self.options.reorder_ms / 1000)
+        self.codec = pick_encoder(self.options.encoder)
         self.encoding: Encoding | None = None
         self.clock: FileClock | LiveClock | None = None
         self.last_image: np.ndarray | None = None
         self.last_frame = time.monotonic()  # when the last real frame was written or dropped
         self.backoff = Backoff(self.options.reconnect.initial, self.options.reconnect.max)
         self.retry_at = 0.0  # after a failure: frames are dropped until then
+        self.failure = ""  # why, for the frames dropped meanwhile
         self.thread = threading.Thread(target=self.run, name=f"video-{tag}", daemon=True)
         self.thread.start()
 
@@ -218,9 +236,14 @@ class StreamWriter:
         except queue.Full:
             self.output.lost(shot, f"the encoder of {self.tag} is {self.options.queue} frames behind")
 
-    def finish(self) -> None:
-        self.queue.put(STOP)
-        self.thread.join()
+    def finish(self, deadline: float) -> None:
+        """Let the writer write what it holds and end its stream, by ``deadline`` (monotonic): a writer stuck
+        in a write to a server that stopped reading is left behind (its thread is a daemon), not waited for."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put(STOP, timeout=max(0.0, deadline - time.monotonic()))
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive():
+            self.output.ctx.log.warning("%s: the writer is still in a write; left unfinished", self.tag)
 
     def run(self) -> None:
         while True:
@@ -228,17 +251,27 @@ class StreamWriter:
                 item = self.queue.get(timeout=self.wait())
             except queue.Empty:
                 item = None
-            now = time.monotonic()
-            if item is STOP:
-                for shot in self.reorder.drain():
-                    self.place(shot, now)
-                self.end("the output stops")
-                return
-            if item is not None and not self.reorder.push(item, now):
-                self.output.lost(item, f"late: frames after seq {item.seq} were already written")
-            for shot in self.reorder.ready(now):
+            try:
+                if self.step(item):
+                    return
+            except Exception:  # a bug must not leave the stream without a writer: log, start the stream over
+                self.output.ctx.log.exception("%s: the writer failed; the stream starts over", self.tag)
+                self.abandon()
+
+    def step(self, item: Any) -> bool:
+        """Take one item from the queue (None: nothing came) and do what is due; True when the writer ends."""
+        now = time.monotonic()
+        if item is STOP:
+            for shot in self.reorder.drain():
                 self.place(shot, now)
-            self.tick(now)
+            self.end("the output stops")
+            return True
+        if item is not None and not self.reorder.push(item, now):
+            self.output.lost(item, f"late or repeated: frames up to seq {self.reorder.last} were written")
+        for shot in self.reorder.ready(now):
+            self.place(shot, now)
+        self.tick(now)
+        return False
 
     def wait(self) -> float:
         """How long the writer may sleep: until a reorder deadline, the next tick, or a look at the idle clock."""
@@ -254,7 +287,7 @@ class StreamWriter:
         """A frame in order: timed and written (a file), or queued for its tick (live)."""
         self.last_frame = now
         if now < self.retry_at:
-            self.output.lost(shot, f"{self.tag}: {self.output.failure}; trying again soon")
+            self.output.lost(shot, f"{self.failure}; trying again soon")
             return
         if self.encoding is None and not self.open(shot):
             return
@@ -288,17 +321,20 @@ class StreamWriter:
 
     def open(self, shot: Shot) -> bool:
         rate = self.options.fps or shot.rate or DEFAULT_RATE
+        container = None
         try:
             container = self.output.open_container(self.tag, shot)
+            size = (shot.image.shape[1], shot.image.shape[0])
+            self.encoding = Encoding.start(container, self.options, self.codec, size, rate, live=self.output.live)
         except (av.FFmpegError, OSError) as exc:
+            if container is not None:
+                container.close()
             self.fail(shot, exc)
             return False
-        size = (shot.image.shape[1], shot.image.shape[0])
-        self.encoding = Encoding.start(container, self.options, size, rate, live=self.output.live)
         live_depth = max(1, round(self.output.jitter_buffer * rate))
         self.clock = LiveClock(rate, live_depth) if self.output.live else self.file_clock(rate)
-        where, codec = redact_text(container.name), self.encoding.stream.codec_context.name
-        self.output.ctx.log.info("%s: started %s (%s, %.4g fps)", self.tag, where, codec, rate)
+        where = redact_text(container.name)
+        self.output.ctx.log.info("%s: started %s (%s, %.4g fps)", self.tag, where, self.codec, rate)
         return True
 
     def file_clock(self, rate: float) -> FileClock:
@@ -312,8 +348,10 @@ class StreamWriter:
         try:
             self.encoding.write(image, pts)
         except (av.FFmpegError, OSError) as exc:
-            self.encoding.abandon()
-            self.encoding = None
+            if self.encoding.frames == 0 and self.codec == NVENC and self.options.encoder == "auto":
+                self.output.ctx.log.warning("%s: h264_nvenc does not start (%s); libx264 instead", self.tag, exc)
+                self.codec = X264
+            self.abandon()
             self.fail(shot, exc)
             return
         self.last_image = image
@@ -325,20 +363,28 @@ class StreamWriter:
         """The container failed: drop ``shot``, wait a backoff before the next try."""
         delay = self.backoff.next_delay()
         self.retry_at = time.monotonic() + delay
-        self.output.failure = self.output.describe_failure(self.tag, exc)
-        self.output.ctx.log.warning("%s; trying again in %.1fs", self.output.failure, delay)
-        if not isinstance(self.clock, FileClock):
-            self.clock = None
+        self.failure = self.output.describe_failure(self.tag, exc)
+        self.output.ctx.log.warning("%s; trying again in %.1fs", self.failure, delay)
         if shot is not None:
-            self.output.lost(shot, self.output.failure)
+            self.output.lost(shot, self.failure)
+
+    def abandon(self) -> None:
+        """Give the stream up where it is (writing failed): the frames waiting for a tick are lost."""
+        encoding, self.encoding = self.encoding, None
+        self.drop_ticks("the stream failed before their tick")
+        if encoding is not None:
+            encoding.abandon()
+
+    def drop_ticks(self, reason: str) -> None:
+        if isinstance(self.clock, LiveClock):
+            for shot in self.clock.buffer:
+                self.output.lost(shot, reason)
+            self.clock = None
 
     def end(self, why: str) -> None:
         """Finish the stream cleanly (flush, trailer); the next frame starts a new one."""
         encoding, self.encoding = self.encoding, None
-        if isinstance(self.clock, LiveClock):
-            for shot in self.clock.buffer:
-                self.output.lost(shot, "the stream ended before its tick")
-            self.clock = None
+        self.drop_ticks("the stream ended before their tick")
         if encoding is None:
             return
         try:
@@ -361,6 +407,10 @@ class VideoOutput(Output[VO]):
         fixed = options.fixed_size
         return max(fixed) if fixed else None
 
+    @classmethod
+    def takes_raw_frames(cls, options: VideoOptions) -> bool:
+        return options.boxes == "latest"
+
     @abstractmethod
     def open_container(self, tag: str, shot: Shot) -> av.container.OutputContainer:
         """The container the stream of ``tag`` goes to, open for writing, starting with ``shot``."""
@@ -368,23 +418,39 @@ class VideoOutput(Output[VO]):
     def describe_failure(self, tag: str, exc: Exception) -> str:
         return f"{tag}: {getattr(exc, 'strerror', None) or exc}"
 
+    @classmethod
+    def check(cls, options: VideoOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        if options.encoder == NVENC and (refusal := nvenc_refusal()):
+            yield ("encoder",), f"h264_nvenc does not open on this machine ({refusal}); use auto or libx264"
+
     def segment_over(self, encoding: Encoding, pts: int) -> bool:
         """Whether the frame at ``pts`` starts a new file (``video_file``'s segments)."""
         return False
 
     def setup(self) -> None:
         self.writers: dict[str, StreamWriter] = {}
+        self.latest: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # boxes: latest: tag -> (seq, detections)
         self.lock = threading.Lock()
-        self.failure = ""
+        self.closed = False  # set at teardown: a frame that comes later (a worker still busy) is counted lost
 
     def teardown(self) -> None:
+        with self.lock:
+            self.closed = True
+        deadline = time.monotonic() + self.ctx.service.stop_timeout
         for writer in list(self.writers.values()):
-            writer.finish()
+            writer.finish(deadline)
 
     def deliver(self, message: FrameMessage) -> None:
         raise NotImplementedError("video outputs take frames in handle")  # pragma: no cover
 
     def handle(self, message: FrameMessage) -> None:
+        if self.options.boxes == "latest":
+            message = self.with_latest_boxes(message)
+            if message.tapped:  # its frame was shown when it came undetected: only its boxes were news
+                self.ctx.bus.frames.release(message.key, message.input)
+                self.delivery.succeeded(filtered=True)
+                self.ctx.bus.flow.count(message.input, counters.filtered(self.ctx.alias))
+                return
         options = self.options
         frame = self.ctx.bus.frames.fetch(message)
         image = picture(frame, message, annotated=options.annotated, original_size=options.fixed_size is None)
@@ -393,10 +459,27 @@ class VideoOutput(Output[VO]):
         self.ctx.bus.frames.release(message.key, message.input)
         clock = message.pts if message.pts is not None else message.captured_at
         shot = Shot(message.seq, clock, message.source, message.input, message.captured_at, message.rate, image)
-        self.writer(message.stream).put(shot)
+        writer = self.writer(message.stream)
+        if writer is None:
+            self.lost(shot, "the output stopped")
+            return
+        writer.put(shot)
 
-    def writer(self, tag: str) -> StreamWriter:
+    def with_latest_boxes(self, message: FrameMessage) -> FrameMessage:
+        """``boxes: latest``: a detected frame's boxes become its stream's latest (if no later ones came first);
+        a frame that comes undetected gets the latest boxes."""
         with self.lock:
+            seq, boxes = self.latest.get(message.stream, (-1, []))
+            if message.detections is None:
+                return message.model_copy(update={"detections": boxes})
+            if message.seq > seq or message.seq < seq - SEQ_RESTART:
+                self.latest[message.stream] = (message.seq, message.detections)
+            return message
+
+    def writer(self, tag: str) -> StreamWriter | None:
+        with self.lock:
+            if self.closed:
+                return None
             if tag not in self.writers:
                 self.writers[tag] = StreamWriter(self, tag)
             return self.writers[tag]

@@ -56,6 +56,7 @@ class VideoFileOptions(VideoOptions):
 class VideoFile(VideoOutput[VideoFileOptions]):
     @classmethod
     def check(cls, options: VideoFileOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        yield from super().check(options, ctx)
         if options.path.suffix.lower() not in CONTAINERS:
             yield ("path",), f"{options.path.name} must end in .mkv or .mp4 (the containers a cut-off file plays from)"
         folder = ctx.resolve(options.root)
