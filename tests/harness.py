@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,3 +152,23 @@ def queued(bus: Bus, queue: str = QUEUE) -> list[FrameMessage]:
     waiting = bus.broker.queues.get(queue)
     encoded = list(waiting.queue) if waiting is not None else []
     return [FrameMessage.model_validate(dramatiq.Message.decode(data).args[0]) for data in encoded]
+
+
+@contextmanager
+def repeating(send: Callable[[int], None], every: float) -> Iterator[None]:
+    """Call ``send(0)``, ``send(1)``... every ``every`` seconds in a thread until the block ends (a live camera)."""
+    done = threading.Event()
+
+    def loop() -> None:
+        for seq in itertools.count():
+            if done.wait(every):
+                return
+            send(seq)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import cv2
@@ -17,7 +16,7 @@ from test_network_outputs import DOG, count, free_port, output, send
 from framefarm.modules import counters
 from framefarm.outputs.mjpeg import MjpegOutput
 
-from harness import running
+from harness import repeating, running
 from peers import wait_for
 
 
@@ -48,24 +47,9 @@ def jpegs(url: str, wanted: int) -> list[np.ndarray]:
     raise AssertionError(f"the stream ended after {len(found)} frames")
 
 
-@contextmanager
-def sending(out: MjpegOutput, every: float = 0.03) -> Iterator[None]:
+def sending(out: MjpegOutput, every: float = 0.03) -> AbstractContextManager[None]:
     """Frames for the output until the block ends."""
-    done = threading.Event()
-
-    def loop() -> None:
-        seq = 0
-        while not done.wait(every):
-            send(out.ctx.bus, seq)
-            seq += 1
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
+    return repeating(lambda seq: send(out.ctx.bus, seq), every)
 
 
 def test_several_browsers_each_get_annotated_frames_and_the_latest_still(tmp_path: Path, bus_url: str) -> None:

@@ -3,7 +3,6 @@ with PyAV, nginx-rtmp, GStreamer's RTSP server and ffmpeg as the receivers."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import random
@@ -13,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import av
@@ -39,7 +38,7 @@ from framefarm.outputs.video_file import VideoFile
 from framefarm.vision.draw import PALETTE_BGR
 
 from conftest import MODEL, NAMES
-from harness import queued, running, write_video
+from harness import queued, repeating, running, write_video
 from peers import free_port, nginx_rtmp, port_listening, rtsp_server, stop_process, wait_for
 from workspace import Workspace
 
@@ -154,7 +153,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from conftest import MODEL, NAMES
-from harness import queued, running, write_video
+from harness import queued, repeating, running, write_video
 from test_network_outputs import output
 from test_video_outputs import send_frame
 from framefarm.outputs.encoder import nvenc_refusal, pick_encoder
@@ -190,24 +189,9 @@ def test_a_file_cut_off_by_kill_9_still_plays(tmp_path: Path) -> None:
 FAST_RECONNECT = {"initial": "200ms", "max": "1s"}
 
 
-@contextmanager
-def sending(bus: Bus, fps: float = FPS) -> Iterator[None]:
+def sending(bus: Bus, fps: float = FPS) -> AbstractContextManager[None]:
     """Frames at ``fps`` in real time, seq counting up, until the block ends (a live camera through a detector)."""
-    done = threading.Event()
-
-    def loop() -> None:
-        for seq in itertools.count():
-            if done.wait(1 / fps):
-                return
-            send_frame(bus, seq, fps=fps, start=time.time() - seq / fps)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
+    return repeating(lambda seq: send_frame(bus, seq, fps=fps, start=time.time() - seq / fps), 1 / fps)
 
 
 def class_pixels(image: np.ndarray, inside: bool) -> int:
