@@ -26,7 +26,7 @@ from framefarm.config.registry import CheckContext
 from framefarm.config.routing import Routes
 from framefarm.config.routing import Stage as RouteStage
 from framefarm.config.schema import ServiceOptions
-from framefarm.ingest.base import Publisher
+from framefarm.ingest.base import Publisher, Sent
 from framefarm.ingest.rtsp import Rtsp
 from framefarm.message import FrameMessage
 from framefarm.modules import counters
@@ -112,6 +112,21 @@ def test_frames_out_of_order_are_written_in_order_with_their_timestamps(tmp_path
     assert len(images) == 50
     assert times == sorted(times) and times[0] == 0 and abs(times[-1] - 49 / FPS) < 0.002
     assert in_order(images)
+
+
+def test_one_output_records_each_tag_to_its_own_file_with_the_capture_time_drawn(tmp_path: Path, bus_url: str) -> None:
+    out = output(VideoFile, tmp_path, bus_url, path=str(tmp_path / "{tag}.mkv"), timestamp=True, annotated=False)
+    with running(out):
+        for seq in range(20):
+            send_frame(out.ctx.bus, seq, tag="front")
+            if seq % 2:
+                send_frame(out.ctx.bus, seq // 2, tag="back")
+        wait_for(lambda: count(out, counters.delivered("out")) == 30, 30, "30 frames written")
+    front, _ = decoded(tmp_path / "front.mkv")
+    back, _ = decoded(tmp_path / "back.mkv")
+    assert len(front) == 20 and len(back) == 10
+    corner = front[0][: HEIGHT // 10, : WIDTH // 2]
+    assert corner.min() < 10 and corner.max() > 200  # white text on black, over a grey frame
 
 
 def test_segments_and_a_constant_fps_and_mp4(tmp_path: Path, bus_url: str) -> None:
@@ -324,11 +339,20 @@ def test_boxes_latest_taps_live_frames_before_detection_and_keeps_them_when_dete
     ]
     to_detector, to_output = queued(ctx.bus, "detector"), queued(ctx.bus, "out")
     counts = ctx.bus.flow.counters()["cam"]
-    assert sent == [True, True] + [False] * 8
+    assert sent == [Sent.PUBLISHED] * 2 + [Sent.RAW_ONLY] * 2 + [Sent.DROPPED_FULL] * 6
     first = to_detector[0].seq
     assert [m.seq for m in to_detector] == [first, first + 1] and all(m.tapped for m in to_detector)
-    assert [m.seq for m in to_output] == list(range(first, first + 4)) and not any(m.tapped for m in to_output[2:])
+    assert [m.seq for m in to_output] == list(range(first, first + 4)) and not any(m.tapped for m in to_output)
     assert counts[counters.PUBLISHED] == 2 and counts[counters.RAW_ONLY] == 2 and counts[counters.DROPPED_FULL] == 6
+    # The detector's copies come later, with boxes: the output writes each frame once, from its undetected copy.
+    for message in to_detector:
+        ctx.bus.send("out", message.model_copy(update={"detections": PERSON}).model_dump(exclude_none=True))
+    out = output(VideoFile, tmp_path, bus_url, path=str(tmp_path / "{tag}.mkv"), boxes="latest")
+    with running(out):
+        wait_for(lambda: count(out, counters.filtered("out")) == 2, 30, "the detector's copies taken")
+        wait_for(lambda: count(out, counters.delivered("out")) == 4, 30, "4 frames written")
+    assert len(decoded(tmp_path / "cam.mkv")[0]) == 4
+    assert ctx.bus.flow.in_flight("cam") == 0  # every frame released as often as it was stored for
 
 
 def test_boxes_latest_shows_every_frame_with_the_latest_boxes(tmp_path: Path, bus_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from abc import abstractmethod
@@ -77,6 +78,18 @@ class StoredImage:
     scale: float  # stored size / displayed size
 
 
+class Sent(enum.Enum):
+    """What ``publish`` did with a frame; true only when it went down its whole route."""
+
+    PUBLISHED = counters.PUBLISHED
+    RAW_ONLY = counters.RAW_ONLY  # no room at the detectors: only the taps took it
+    DROPPED_FULL = counters.DROPPED_FULL
+    STOPPED = "stopped"  # ``stop`` came while a lossless input waited for room
+
+    def __bool__(self) -> bool:
+        return self is Sent.PUBLISHED
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a tag's frames go: the first stage of their route, the outputs that take them before detection
@@ -124,8 +137,9 @@ class Publisher:
         key: str | None = None,
         tag: str | None = None,
         reply: str | None = None,
-    ) -> bool:
-        """Put one encoded frame on the bus; False when it was dropped (live) or ``stop`` came first.
+    ) -> Sent:
+        """Put one encoded frame on the bus; false when it was dropped (live), went to the taps only, or ``stop``
+        came first.
 
         With ``reply``, the frame's result is sent to that queue once its detections are ready: by its route's last
         processor, or here and now when no processor takes the tag.
@@ -139,11 +153,11 @@ class Publisher:
             if not self.lossless:
                 if not route.taps or not self.admit_raw(key):
                     bus.flow.count(alias, counters.DROPPED_FULL)
-                    return False
+                    return Sent.DROPPED_FULL
                 queues, refs = route.taps, len(route.taps)  # no room at the detectors: the taps show it as is
                 break
             if stop.wait(ADMIT_POLL_S):
-                return False
+                return Sent.STOPPED
         detected = queues is not route.taps
         captured_at = captured_at or time.time()
         message = FrameMessage(
@@ -167,15 +181,13 @@ class Publisher:
         inline = bus.frames.put(key, data, ttl=self.ttl, refs=refs)
         payload = {**message.model_dump(exclude_none=True), **inline}
         for queue in queues:
-            bus.send(queue, payload)
+            bus.send(queue, {**payload, "tapped": False} if queue in route.taps else payload)
         if reply and self.ctx.routes.last_processor(message.stream) is None:
             bus.send(reply, reply_payload(message))
-        if not detected:
-            bus.flow.count(alias, counters.RAW_ONLY)
-            return False
-        bus.flow.count(alias, counters.PUBLISHED)
+        sent = Sent.PUBLISHED if detected else Sent.RAW_ONLY
+        bus.flow.count(alias, sent.value)
         self.published += 1
-        return True
+        return sent
 
     def admit_raw(self, key: str) -> bool:
         """Room for a frame that only the taps take: as many again as ``max_in_flight`` (they leave as soon as the
@@ -206,7 +218,7 @@ class Publisher:
         key: str | None = None,
         tag: str | None = None,
         reply: str | None = None,
-    ) -> bool:
+    ) -> Sent:
         """``publish`` an image prepared by ``stored_image``."""
         return self.publish(
             image.data, fmt=image.format, width=image.width, height=image.height, scale=image.scale, source=source,

@@ -259,7 +259,7 @@ class LiveInput(Input[LO]):
             if sent:
                 self.state.published()
             else:
-                self.state.dropped(counters.DROPPED_FULL)
+                self.state.dropped(sent.value)
             self.state.tick()
 
     def _next(self, session: Session, stop: threading.Event) -> Captured | None:

@@ -112,6 +112,10 @@ def pick_encoder(wanted: str) -> str:
     return chosen
 
 
+class EncoderFailed(Exception):
+    """The encoder refused a frame (it did not open, say): not the container's fault."""
+
+
 @dataclass
 class Encoding:
     """One H.264 stream being written to an open container, from its first frame (timestamp 0) to ``close``."""
@@ -157,7 +161,11 @@ class Encoding:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         frame.pts, frame.time_base = pts, TIME_BASE
-        self.container.mux(self.stream.encode(frame))
+        try:
+            packets = self.stream.encode(frame)
+        except av.FFmpegError as exc:
+            raise EncoderFailed(f"{self.stream.codec_context.name}: {getattr(exc, 'strerror', None) or exc}") from exc
+        self.container.mux(packets)
         self.last_pts, self.frames = pts, self.frames + 1
 
     def close(self) -> None:

@@ -43,12 +43,24 @@ from ..message import FrameMessage
 from ..modules import counters
 from ..vision.draw import draw_timestamp
 from .base import Output
-from .encoder import MIN_STEP, NVENC, TIME_BASE, X264, EncoderOptions, Encoding, nvenc_refusal, pick_encoder
+from .encoder import (
+    MIN_STEP,
+    NVENC,
+    TIME_BASE,
+    X264,
+    EncoderFailed,
+    EncoderOptions,
+    Encoding,
+    nvenc_refusal,
+    pick_encoder,
+)
 from .picture import picture
 
 DEFAULT_RATE = 25.0  # frames a second when neither the output nor the source says
 DEFAULT_QUEUE = 64
 DEFAULT_END_AFTER_S = 10.0
+DEFAULT_LATEST_FOR_S = 2.0
+FINISH_S = 4.0  # at a stop, the writers' time to finish: within supervisord's 5 s past the drain's stop_timeout
 SEQ_RESTART = 1000  # a seq this far below the last one written: the input started its count over
 TICKS = int(1 / TIME_BASE)  # timestamp units a second
 IDLE_POLL_S = 0.2
@@ -71,6 +83,11 @@ class VideoOptions(OutputOptions, EncoderOptions):
         description="exact: the frames the detector saw, with their boxes. latest: every frame of a live input, "
         "with the latest boxes known (the output then also takes the frames before detection, and shows them "
         "when the detector is slower than the camera).",
+    )
+    latest_for: Duration = Field(
+        DEFAULT_LATEST_FOR_S,
+        gt=0,
+        description="boxes: latest: boxes older than this (no detection since) are no longer drawn.",
     )
     queue: int = Field(DEFAULT_QUEUE, ge=1, description="Frames per stream waiting for the encoder; more are dropped.")
     end_after: Duration = Field(
@@ -254,9 +271,13 @@ class StreamWriter:
             try:
                 if self.step(item):
                     return
-            except Exception:  # a bug must not leave the stream without a writer: log, start the stream over
+            except Exception as exc:  # a bug must not leave the stream without a writer: log, start over later
                 self.output.ctx.log.exception("%s: the writer failed; the stream starts over", self.tag)
                 self.abandon()
+                self.fail(item if isinstance(item, Shot) else None, exc)
+                if item is STOP:
+                    self.drop_queued()
+                    return
 
     def step(self, item: Any) -> bool:
         """Take one item from the queue (None: nothing came) and do what is due; True when the writer ends."""
@@ -265,6 +286,7 @@ class StreamWriter:
             for shot in self.reorder.drain():
                 self.place(shot, now)
             self.end("the output stops")
+            self.drop_queued()
             return True
         if item is not None and not self.reorder.push(item, now):
             self.output.lost(item, f"late or repeated: frames up to seq {self.reorder.last} were written")
@@ -272,6 +294,16 @@ class StreamWriter:
             self.place(shot, now)
         self.tick(now)
         return False
+
+    def drop_queued(self) -> None:
+        """Frames still queued when the writer ends (a worker thread was still busy at the stop): lost."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Shot):
+                self.output.lost(item, "the output stopped")
 
     def wait(self) -> float:
         """How long the writer may sleep: until a reorder deadline, the next tick, or a look at the idle clock."""
@@ -328,7 +360,8 @@ class StreamWriter:
             self.encoding = Encoding.start(container, self.options, self.codec, size, rate, live=self.output.live)
         except (av.FFmpegError, OSError) as exc:
             if container is not None:
-                container.close()
+                with contextlib.suppress(av.FFmpegError, OSError):
+                    container.close()
             self.fail(shot, exc)
             return False
         live_depth = max(1, round(self.output.jitter_buffer * rate))
@@ -347,8 +380,8 @@ class StreamWriter:
         assert self.encoding is not None
         try:
             self.encoding.write(image, pts)
-        except (av.FFmpegError, OSError) as exc:
-            if self.encoding.frames == 0 and self.codec == NVENC and self.options.encoder == "auto":
+        except (av.FFmpegError, OSError, EncoderFailed) as exc:
+            if isinstance(exc, EncoderFailed) and self.codec == NVENC and self.options.encoder == "auto":
                 self.output.ctx.log.warning("%s: h264_nvenc does not start (%s); libx264 instead", self.tag, exc)
                 self.codec = X264
             self.abandon()
@@ -429,14 +462,14 @@ class VideoOutput(Output[VO]):
 
     def setup(self) -> None:
         self.writers: dict[str, StreamWriter] = {}
-        self.latest: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # boxes: latest: tag -> (seq, detections)
+        self.latest: dict[str, tuple[int, float, list[dict[str, Any]]]] = {}  # tag -> (seq, captured_at, boxes)
         self.lock = threading.Lock()
         self.closed = False  # set at teardown: a frame that comes later (a worker still busy) is counted lost
 
     def teardown(self) -> None:
         with self.lock:
             self.closed = True
-        deadline = time.monotonic() + self.ctx.service.stop_timeout
+        deadline = time.monotonic() + min(FINISH_S, self.ctx.service.stop_timeout)
         for writer in list(self.writers.values()):
             writer.finish(deadline)
 
@@ -446,7 +479,7 @@ class VideoOutput(Output[VO]):
     def handle(self, message: FrameMessage) -> None:
         if self.options.boxes == "latest":
             message = self.with_latest_boxes(message)
-            if message.tapped:  # its frame was shown when it came undetected: only its boxes were news
+            if message.tapped:  # the detector's copy: the frame was shown when it came undetected; its boxes are news
                 self.ctx.bus.frames.release(message.key, message.input)
                 self.delivery.succeeded(filtered=True)
                 self.ctx.bus.flow.count(message.input, counters.filtered(self.ctx.alias))
@@ -469,11 +502,12 @@ class VideoOutput(Output[VO]):
         """``boxes: latest``: a detected frame's boxes become its stream's latest (if no later ones came first);
         a frame that comes undetected gets the latest boxes."""
         with self.lock:
-            seq, boxes = self.latest.get(message.stream, (-1, []))
+            seq, seen_at, boxes = self.latest.get(message.stream, (-1, 0.0, []))
             if message.detections is None:
-                return message.model_copy(update={"detections": boxes})
+                fresh = message.captured_at - seen_at <= self.options.latest_for
+                return message.model_copy(update={"detections": boxes if fresh else []})
             if message.seq > seq or message.seq < seq - SEQ_RESTART:
-                self.latest[message.stream] = (message.seq, message.detections)
+                self.latest[message.stream] = (message.seq, message.captured_at, message.detections)
             return message
 
     def writer(self, tag: str) -> StreamWriter | None:
