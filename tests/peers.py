@@ -271,6 +271,19 @@ def mjpeg_server(tmp: Path, *, fps: int = 25, size: str = "640x360") -> Iterator
         yield url
 
 
+NODE_MODULES = Path(__file__).with_name("node") / "node_modules"  # scripts/install-peers.sh puts onvif there
+NODE_CLIENT = Path(__file__).with_name("onvif_client.js")
+NODE_INSTALL = "apt-get install -y nodejs npm && npm install --prefix tests/node onvif@0.8.3"
+
+
+def node_binary() -> str:
+    """Node.js, with the npm ``onvif`` package installed for the tests."""
+    binary = require_binary("node", NODE_INSTALL)
+    if not (NODE_MODULES / "onvif").is_dir():
+        pytest.fail(f"the npm package onvif is not installed: {NODE_INSTALL}", pytrace=False)
+    return binary
+
+
 def children() -> list[int]:
     """PIDs of this process's direct children (the servers a test started)."""
     me = str(os.getpid())
