@@ -11,7 +11,7 @@ from pydantic import Field
 
 from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import InputOptions
-from framefarm.ingest.base import Publisher
+from framefarm.ingest.base import Publisher, Sent
 from framefarm.modules.context import ModuleContext
 from framefarm.outputs.image_files import ImageFiles
 
@@ -47,7 +47,7 @@ def live_input(env: BusEnv, **options: object) -> Publisher:
 def test_a_live_input_drops_and_counts_frames_past_max_in_flight(bus_env: BusEnv) -> None:
     publisher, stop = live_input(bus_env, max_in_flight=3), threading.Event()
     sent = [publisher.publish(b"x", fmt="jpeg", width=1, height=1, source="rtsp://cam", stop=stop) for _ in range(5)]
-    assert sent == [True, True, True, False, False]
+    assert sent == [Sent.PUBLISHED] * 3 + [Sent.DROPPED_FULL] * 2
     assert bus_env.connect().pending(bus_env.queue) == 3
     counters = publisher.ctx.bus.flow.counters()[bus_env.stream]
     assert counters == {"frames_in": 5, "published": 3, "dropped_full": 2}

@@ -4,15 +4,19 @@ service, subscribes with a PullPoint and pulls; Home Assistant's own parsers (on
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import onvif_parsers
 import pytest
 from onvif import ONVIFCamera
@@ -20,6 +24,8 @@ from test_network_outputs import DETECTIONS, count, free_port, output, send
 from zeep.exceptions import Fault
 
 from framefarm.modules import counters
+from framefarm.onvif.events import MAX_QUEUED, Event, PullPoints
+from framefarm.onvif.soap import CONTENT_TYPE, DIGEST, NS, Request, SoapFault, check_login, parse
 from framefarm.outputs.onvif import OnvifOutput
 
 from harness import running
@@ -120,3 +126,75 @@ def test_the_npm_onvif_client_subscribes_and_pulls_a_detection(tmp_path: Path, b
     assert first == {"profiles": ["cam"]}, first
     states = {m["topic"]["_"]: m["message"]["message"]["data"]["simpleItem"] for m in second["messages"]}
     assert states["tns1:RuleEngine/MyRuleDetector/PeopleDetect"] == {"$": {"Name": "State", "Value": True}}, second
+
+
+def test_renew_expiry_unsubscribe_and_malformed_requests(tmp_path: Path, bus_url: str) -> None:
+    """Renew moves the termination time; a subscription left to expire is gone; a malformed body is a fault and
+    the device keeps serving."""
+    port = free_port()
+    out = output(OnvifOutput, tmp_path, bus_url, listen=f"127.0.0.1:{port}")
+
+    async def client() -> tuple[Any, Any, str]:
+        camera = ONVIFCamera("127.0.0.1", port, "any", "any")
+        await camera.update_xaddrs()
+        manager = await camera.create_pullpoint_manager(timedelta(minutes=1), lambda: None)
+        subscription = await camera.create_subscription_service("PullPointSubscription")
+        renewed = await subscription.Renew("PT30M")
+        events = await camera.create_events_service()
+        short = await events.CreatePullPointSubscription({"InitialTerminationTime": "PT1S"})
+        await asyncio.sleep(1.5)
+        expired = short.SubscriptionReference.Address._value_1
+        await manager.shutdown()
+        await camera.close()
+        return renewed, short, expired
+
+    with serving(out, port):
+        renewed, short, expired = asyncio.run(client())
+        pull = (
+            '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+            '<PullMessages xmlns="http://www.onvif.org/ver10/events/wsdl"><Timeout>PT1S</Timeout>'
+            "<MessageLimit>1</MessageLimit></PullMessages></s:Body></s:Envelope>"
+        )
+        gone = httpx.post(expired, content=pull, headers={"content-type": CONTENT_TYPE})
+        garbage = httpx.post(f"http://127.0.0.1:{port}/onvif/events_service", content=b"<not soap", timeout=5)
+        bomb = httpx.post(f"http://127.0.0.1:{port}/onvif/events_service", content=b"x" * 300_000, timeout=5)
+        still = httpx.post(f"http://127.0.0.1:{port}/onvif/device_service", content=SYSTEM_TIME, timeout=5)
+    assert (renewed.TerminationTime - renewed.CurrentTime).total_seconds() > 25 * 60
+    assert (short.TerminationTime - short.CurrentTime).total_seconds() <= 1.5
+    assert gone.status_code == 400 and b"no such subscription" in gone.content
+    assert garbage.status_code == 400 and b"ter:WellFormed" in garbage.content
+    assert bomb.status_code == 400 and b"request over" in bomb.content
+    assert still.status_code == 200 and b"UTCDateTime" in still.content
+
+
+def test_logins_by_digest_and_by_text_and_a_queue_bounded_for_a_client_that_never_pulls() -> None:
+    def request(password: str, digest: bool) -> Request:
+        nonce, created = b"0123456789abcdef", "2026-12-02T10:00:00Z"
+        value = base64.b64encode(hashlib.sha1(nonce + created.encode() + password.encode()).digest()).decode()
+        kind = DIGEST if digest else DIGEST.replace("PasswordDigest", "PasswordText")
+        token = (
+            f'<wsse:Security xmlns:wsse="{NS["wsse"]}" xmlns:wsu="{NS["wsu"]}"><wsse:UsernameToken>'
+            f"<wsse:Username>admin</wsse:Username><wsse:Password Type='{kind}'>{value if digest else password}"
+            f"</wsse:Password><wsse:Nonce>{base64.b64encode(nonce).decode()}</wsse:Nonce>"
+            f"<wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"
+        )
+        return parse(
+            f'<s:Envelope xmlns:s="{NS["s"]}"><s:Header>{token}</s:Header><s:Body><GetServices/></s:Body>'
+            "</s:Envelope>".encode()
+        )
+
+    for digest in (True, False):
+        check_login(request("s3cret", digest), "admin", "s3cret")
+        with pytest.raises(SoapFault, match="not authorized"):
+            check_login(request("wrong", digest), "admin", "s3cret")
+    points = PullPoints()
+    sid = points.create(time.time() + 60)
+    for n in range(3 * MAX_QUEUED):
+        points.publish(Event("tns1:VideoSource/MotionAlarm", {"Source": "cam"}, {"State": str(n % 2 == 0)}))
+    assert len(points.subscriptions[sid].queue) == MAX_QUEUED  # the oldest went first
+
+
+SYSTEM_TIME = (
+    b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+    b'<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/></s:Body></s:Envelope>'
+)

@@ -30,6 +30,9 @@ class FrameMessage(BaseModel):
     frame: bytes | None = Field(None, repr=False)  # the frame itself, when the store keeps frames inline
     model: str | None = None
     detections: list[dict[str, Any]] | None = None
+    # A camera's event (onvif_events) instead of a frame: nothing is stored under ``key``; topic, source and data
+    # (the event's simple items), utc, operation (ONVIF's PropertyOperation).
+    event: dict[str, Any] | None = None
 
     @property
     def frame_id(self) -> str:

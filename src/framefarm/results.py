@@ -23,7 +23,7 @@ def result_json(message: FrameMessage) -> dict[str, Any]:
         "height": message.height,
         "model": message.model,
         "detections": message.detections or [],
-    }
+    } | ({"event": message.event} if message.event is not None else {})
 
 
 def yolo_header(message: FrameMessage, **extra: Any) -> str:

@@ -7,7 +7,7 @@ import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..backoff import Backoff
 from ..bus.base import frame_key
@@ -22,6 +22,7 @@ from ..vision.codec import encode_frame, shrink
 from .images import CheckedImage
 
 ADMIT_POLL_S = 0.02  # how often a lossless input that hit max_in_flight looks again
+EVENT_FORMAT = "event"  # the format of a message that carries a camera's event, not a frame
 
 IO = TypeVar("IO", bound=InputOptions)
 
@@ -188,6 +189,21 @@ class Publisher:
         bus.flow.count(alias, sent.value)
         self.published += 1
         return sent
+
+    def publish_event(self, event: dict[str, Any], *, source: str, captured_at: float | None = None) -> Sent:
+        """Send a camera's event (topic, source, data, utc, operation) down its route like a frame: it holds no
+        frame, so it takes no room in flight and nothing is stored; processors pass it on."""
+        bus, alias, tag = self.ctx.bus, self.ctx.alias, self.options.tag
+        message = FrameMessage(
+            stream=tag, input=alias, source=source, seq=bus.flow.next_seq(alias),
+            captured_at=captured_at or time.time(), width=0, height=0, key=frame_key(alias), format=EVENT_FORMAT,
+            event=event,
+        )  # fmt: skip
+        for queue in self.route(tag).first_hop:
+            bus.send(queue, message.model_dump(exclude_none=True))
+        bus.flow.count(alias, counters.PUBLISHED)
+        self.published += 1
+        return Sent.PUBLISHED
 
     def admit_raw(self, key: str) -> bool:
         """Room for a frame that only the taps take: as many again as ``max_in_flight`` (they leave as soon as the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from abc import abstractmethod
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import dramatiq
 from dramatiq.common import compute_backoff
@@ -25,6 +25,8 @@ RETRY_PREFIX = "dramatiq.errors.Retry: "  # how the last line of a retried SinkU
 
 
 class Output(Stage[OO]):
+    relays_events: ClassVar[bool] = False  # takes cameras' events (onvif_events), not only frames
+
     def __init__(self, ctx: ModuleContext[OO]) -> None:
         super().__init__(ctx)
         self.delivery = Delivery(ctx.bus.flow, ctx.alias)
@@ -39,8 +41,18 @@ class Output(Stage[OO]):
         False when there was nothing to deliver (the kind's filters left nothing): counted as filtered.
         """
 
+    def skipped_event(self, message: FrameMessage) -> bool:
+        """A camera's event reaching a kind that shows frames only: counted filtered; True when it was one."""
+        if message.event is None or self.relays_events:
+            return False
+        self.delivery.succeeded(filtered=True)
+        self.ctx.bus.flow.count(message.input, counters.filtered(self.ctx.alias))
+        return True
+
     def handle(self, message: FrameMessage) -> None:
         bus, alias = self.ctx.bus, self.ctx.alias
+        if self.skipped_event(message):
+            return
         try:
             sent = self.deliver(message) is not False
         except SinkRejected as exc:
@@ -59,7 +71,8 @@ class Output(Stage[OO]):
         else:
             self.delivery.succeeded(filtered=not sent)
             outcome = counters.delivered(alias) if sent else counters.filtered(alias)
-        bus.frames.release(message.key, message.input)
+        if message.event is None:  # an event has no frame to release
+            bus.frames.release(message.key, message.input)
         bus.flow.count(message.input, outcome)
 
     def retry_delay(self, retry_after: float | None) -> int | None:

@@ -50,6 +50,8 @@ NO = TypeVar("NO", bound=NetworkOutputOptions)
 
 
 class NetworkOutput(Output[NO]):
+    relays_events = True
+
     @classmethod
     def check(cls, options: NO, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
         if options.snapshot != "none" and options.format != "json":
@@ -81,14 +83,14 @@ class NetworkOutput(Output[NO]):
             if d["confidence"] >= options.min_confidence
             and (wanted is None or d["class_id"] in wanted or d["class_name"] in wanted)
         ]
-        if options.only_with_detections and not detections:
+        if options.only_with_detections and not detections and message.event is None:
             return None
         return message.model_copy(update={"detections": detections})
 
     def document(self, message: FrameMessage) -> dict[str, Any]:
         """The JSON result, with its snapshot when asked for."""
         result = result_json(message)
-        if self.options.snapshot != "none":
+        if self.options.snapshot != "none" and message.event is None:
             jpeg = snapshot_jpeg(
                 self.ctx.bus.frames.fetch(message),
                 message,

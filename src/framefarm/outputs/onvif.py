@@ -109,6 +109,18 @@ def termination(asked: str | None, now: datetime) -> float:
     return min(parse_duration(asked, now), MAX_TERMINATION_S) if asked else DEFAULT_TERMINATION_S
 
 
+def relayed(message: FrameMessage) -> Event:
+    """A camera's event (from ``onvif_events``) as this device relays it: its topic and items, the camera (its
+    stream's tag) added to the Source; a property keeps its latest value for SetSynchronizationPoint."""
+    event = message.event or {}
+    source = {**event.get("source", {}), "Camera": message.stream}
+    operation = event.get("operation", "Changed")
+    properties = operation in ("Initialized", "Changed")
+    key = (event["topic"], *(f"{k}={v}" for k, v in sorted(source.items()))) if properties else None
+    utc = event.get("utc") or message.captured_at
+    return Event(event["topic"], source, event.get("data", {}), utc=utc, operation=operation, key=key)
+
+
 class DetectionStates:
     """Which types each stream shows, held ``hold`` seconds past their last detection; thread-safe."""
 
@@ -158,6 +170,8 @@ class DetectionStates:
 
 @registry.outputs.register
 class OnvifOutput(Output[OnvifOutputOptions]):
+    relays_events = True
+
     @classmethod
     def frame_side(cls, options: OnvifOutputOptions, ctx: CheckContext) -> int | None:
         return 0  # events only: no frame
@@ -183,6 +197,9 @@ class OnvifOutput(Output[OnvifOutputOptions]):
         self.sweeper.join()
 
     def deliver(self, message: FrameMessage) -> bool:
+        if message.event is not None:
+            self.publish([relayed(message)])
+            return True
         self.tags.add(message.stream)
         wanted = [
             d for d in message.detections or []

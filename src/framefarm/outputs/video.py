@@ -477,6 +477,8 @@ class VideoOutput(Output[VO]):
         raise NotImplementedError("video outputs take frames in handle")  # pragma: no cover
 
     def handle(self, message: FrameMessage) -> None:
+        if self.skipped_event(message):
+            return
         if self.options.boxes == "latest":
             message = self.with_latest_boxes(message)
             if message.tapped:  # the detector's copy: the frame was shown when it came undetected; its boxes are news

@@ -22,6 +22,10 @@ class Processor(Stage[PO]):
 
     def handle(self, message: FrameMessage) -> None:
         bus = self.ctx.bus
+        if message.event is not None:  # a camera's event: nothing to detect, it goes on as it came
+            for queue in self.ctx.routes.after(self.ctx.alias, message.stream):
+                bus.send(queue, message.model_dump(exclude_none=True))
+            return
         result = self.process(message, bus.frames.fetch(message))
         payload = result.model_dump(exclude_none=True)
         routes = self.ctx.routes
