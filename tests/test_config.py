@@ -180,7 +180,7 @@ def test_unknown_kind_lists_known_kinds(tmp_path: Path) -> None:
     found = problems(write(tmp_path, VALID.replace("name: dir_images", "name: ftp")))
     assert found == [
         'pipeline.yaml:6: pipeline.inputs[0].name: unknown input kind "ftp" '
-        "(known: dir_images, dir_videos, http, mjpeg, rtmp, rtsp)"
+        "(known: dir_images, dir_videos, http, mjpeg, onvif_events, rtmp, rtsp)"
     ]
 
 

@@ -103,7 +103,7 @@ class ReleaseFailedFrames(Middleware):
         if not isinstance(payload, dict) or "key" not in payload or "input" not in payload:
             return
         try:
-            if "event" not in payload:  # a camera's event holds no frame
+            if payload.get("event") is None:  # a camera's event holds no frame
                 self.frames.discard(payload["key"], payload["input"])
             self.flow.count(payload["input"], counters.DEAD)
             self.on_dead(payload, (message.options.get("traceback") or "").strip().rpartition("\n")[2])
