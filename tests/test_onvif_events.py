@@ -8,25 +8,41 @@ onvif-zeep-async, the client Home Assistant uses."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import onvif.client as onvif_client
+import pytest
 from onvif import ONVIFCamera
-from test_network_outputs import free_port, output, send
+from test_network_outputs import free_port, output, send, udp_receiver
 from test_onvif_output import PERSON, serving
 
+from framefarm.bus.base import frame_key
 from framefarm.config.routing import Routes, Stage
 from framefarm.ingest.onvif_events import OnvifEvents
 from framefarm.ingest.rtsp import Rtsp
+from framefarm.message import FrameMessage
 from framefarm.modules import counters
 from framefarm.outputs.onvif import OnvifOutput
+from framefarm.outputs.udp import UdpOutput
+from framefarm.outputs.video_file import VideoFile
 
 from harness import QUEUE, memory_url, queued, running, stage_context
 from livehelp import counts, live_input
 from peers import rtsp_server, wait_for
 
 TOPIC = "tns1:RuleEngine/MyRuleDetector/PeopleDetect"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_wsdl_cache() -> None:
+    """onvif-zeep-async makes its shared WSDL cache under a module-level asyncio.Lock; two event loops racing for it
+    (the input's thread and the test's client, here in one process) can leave one waiting forever. A framefarm
+    process runs one loop at a time; the test makes the cache once, before any loop races for it."""
+    asyncio.run(onvif_client._get_shared_sqlite_cache())
 
 
 def relay_output(tmp_path: Path, bus_url: str, port: int) -> OnvifOutput:
@@ -117,3 +133,23 @@ def test_an_rtsp_camera_given_by_its_onvif_address(tmp_path: Path, bus_url: str)
     frames = queued(cam.ctx.bus)
     assert frames[0].source == url.replace("rtsp://", "rtsp://viewer:***@")
     assert (frames[0].width, frames[0].height) == (320, 180)
+
+
+def test_a_camera_event_goes_out_over_udp_and_video_outputs_count_it_filtered(tmp_path: Path, bus_url: str) -> None:
+    """An event is a message with no frame: the network outputs send it (even with only_with_detections), the
+    outputs that show frames skip it, counted, and nothing is looked up in the frame store."""
+    receiver = udp_receiver()
+    port = receiver.getsockname()[1]
+    sender = output(UdpOutput, tmp_path, bus_url, host="127.0.0.1", port=port, only_with_detections=True)
+    video = output(VideoFile, tmp_path, memory_url(), path=str(tmp_path / "{tag}.mkv"))
+    event = {"topic": "tns1:VideoSource/MotionAlarm", "source": {"Source": "vs1"}, "data": {"State": "true"},
+             "utc": time.time(), "operation": "Changed"}  # fmt: skip
+    message = FrameMessage(stream="front", input="front", source="onvif://10.0.0.5:80", seq=1, captured_at=time.time(),
+                           width=0, height=0, key=frame_key("front"), format="event", event=event)  # fmt: skip
+    with running(sender), running(video):
+        for module in (sender, video):
+            module.ctx.bus.send("out", message.model_dump(exclude_none=True))
+        sent = json.loads(receiver.recv(65536))
+        wait_for(lambda: video.ctx.bus.flow.counters().get("front", {}).get(counters.filtered("out")) == 1, 10)
+    assert sent["event"] == event and sent["detections"] == [] and sent["stream"] == "front"
+    assert not (tmp_path / "front.mkv").exists()

@@ -25,7 +25,7 @@ from zeep.exceptions import Fault
 
 from framefarm.modules import counters
 from framefarm.onvif.events import MAX_QUEUED, Event, PullPoints
-from framefarm.onvif.soap import CONTENT_TYPE, DIGEST, NS, Request, SoapFault, check_login, parse
+from framefarm.onvif.soap import CONTENT_TYPE, DIGEST, NS, Logins, Request, SoapFault, parse
 from framefarm.outputs.onvif import OnvifOutput
 
 from harness import running
@@ -163,13 +163,13 @@ def test_renew_expiry_unsubscribe_and_malformed_requests(tmp_path: Path, bus_url
     assert (short.TerminationTime - short.CurrentTime).total_seconds() <= 1.5
     assert gone.status_code == 400 and b"no such subscription" in gone.content
     assert garbage.status_code == 400 and b"ter:WellFormed" in garbage.content
-    assert bomb.status_code == 400 and b"request over" in bomb.content
+    assert bomb.status_code == 400 and b"over the limit (262144)" in bomb.content
     assert still.status_code == 200 and b"UTCDateTime" in still.content
 
 
 def test_logins_by_digest_and_by_text_and_a_queue_bounded_for_a_client_that_never_pulls() -> None:
     def request(password: str, digest: bool) -> Request:
-        nonce, created = b"0123456789abcdef", "2026-12-02T10:00:00Z"
+        nonce, created = os.urandom(16), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         value = base64.b64encode(hashlib.sha1(nonce + created.encode() + password.encode()).digest()).decode()
         kind = DIGEST if digest else DIGEST.replace("PasswordDigest", "PasswordText")
         token = (
@@ -183,10 +183,15 @@ def test_logins_by_digest_and_by_text_and_a_queue_bounded_for_a_client_that_neve
             "</s:Envelope>".encode()
         )
 
+    logins = Logins("admin", "s3cret")
     for digest in (True, False):
-        check_login(request("s3cret", digest), "admin", "s3cret")
+        logins.check(request("s3cret", digest))
         with pytest.raises(SoapFault, match="not authorized"):
-            check_login(request("wrong", digest), "admin", "s3cret")
+            logins.check(request("wrong", digest))
+    replayed = request("s3cret", True)
+    logins.check(replayed)
+    with pytest.raises(SoapFault, match="repeated"):
+        logins.check(replayed)  # the same digest again: a replay
     points = PullPoints()
     sid = points.create(time.time() + 60)
     for n in range(3 * MAX_QUEUED):

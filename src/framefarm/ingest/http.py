@@ -37,7 +37,7 @@ from ..config.urls import redact_url
 from ..config.yamlpos import Loc
 from ..errors import BadInput, SourceUnavailable
 from ..modules.context import ModuleContext
-from ..web.server import listen_field, problem, serve, token_refusal
+from ..web.server import BodyTooLarge, listen_field, problem, read_body, serve, token_refusal
 from .base import Input, StoredImage
 from .folder import DEFAULT_MAX_PIXELS
 from .images import check_image
@@ -266,17 +266,10 @@ class Http(Input[HttpOptions]):
 
     async def body(self, request: Request) -> bytes:
         """The whole body, 413 as soon as it is over ``max_body`` (by its Content-Length or as it arrives)."""
-        limit = int(self.options.max_body)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Refused(413, f"the body is {declared} bytes, over max_body ({limit})")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Refused(413, f"the body is over max_body ({limit} bytes)")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_body(request, int(self.options.max_body), "max_body")
+        except BodyTooLarge as exc:
+            raise Refused(413, str(exc)) from None
 
     async def images(self, request: Request, body: bytes) -> list[tuple[str | None, bytes]]:
         """(file name or None, bytes) of each image the request carries; 415 for another content type."""

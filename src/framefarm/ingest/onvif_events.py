@@ -10,6 +10,7 @@ subscribes again, and SetSynchronizationPoint has the camera send its current st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from datetime import timedelta
 from fnmatch import fnmatchcase
@@ -25,6 +26,7 @@ from ..errors import SourceUnavailable
 from .base import Input
 
 DEFAULT_PORT = 80
+UNSUBSCRIBE_S = 2.0  # a camera gone away is not waited for longer when the attempt ends
 PULL_S = 2.0  # each PullMessages waits this long at most: how soon a stop is noticed
 MESSAGE_LIMIT = 100
 TOPIC_PREFIX = "tns1:"
@@ -58,7 +60,7 @@ def to_event(notification: Any) -> dict[str, Any]:
         "source": simple_items(getattr(payload, "Source", None)),
         "data": simple_items(getattr(payload, "Data", None)),
         "utc": utc.timestamp() if utc is not None else None,
-        "operation": str(getattr(payload, "PropertyOperation", None) or "Changed"),
+        "operation": getattr(payload, "PropertyOperation", None),  # None: a plain event, not a property's change
     }
 
 
@@ -79,6 +81,7 @@ class OnvifEvents(Input[OnvifEventsOptions]):
         options = self.options
         camera = ONVIFCamera(options.host, options.port, options.user, options.password)
         lost = asyncio.Event()
+        manager = None
         try:
             await asyncio.wait_for(camera.update_xaddrs(), options.open_timeout)
             manager = await asyncio.wait_for(
@@ -97,11 +100,13 @@ class OnvifEvents(Input[OnvifEventsOptions]):
                     event = to_event(notification)
                     if self.wanted(event["topic"]):
                         self.publisher.publish_event(event, source=self.source)
-            await asyncio.wait_for(manager.shutdown(), options.open_timeout)
         except SourceUnavailable:
             raise
         except Exception as exc:  # zeep, aiohttp, httpx and onvif errors alike: the camera failed this attempt
             reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             raise SourceUnavailable(f"{self.source}: {reason}") from None
         finally:
+            if manager is not None:  # unsubscribe, or the camera keeps the subscription (it has few) until it expires
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(manager.shutdown(), UNSUBSCRIBE_S)
             await camera.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import av
 from pydantic import Field, model_validator
 
 from ..config import registry
@@ -51,10 +52,13 @@ class Rtsp(AvStream[RtspOptions]):
         return redact_url(self.options.url or "")
 
     def url(self) -> str:
+        return self.resolved or self.options.url or ""
+
+    def open(self) -> av.container.InputContainer:
+        """With ``onvif``, the stream URL is asked for once per connection, before any decoder is tried."""
         if self.options.onvif is not None:
             self.resolved = stream_url(self.options.onvif)
-            return self.resolved
-        return self.options.url or ""
+        return super().open()
 
     def protocol_options(self) -> dict[str, str]:
         # ffmpeg's rtsp "timeout": the socket I/O timeout in microseconds, so a half-open TCP connection ends

@@ -33,8 +33,9 @@ class OnvifCameraOptions(StrictModel):
 
 
 def stream_url(camera: OnvifCameraOptions) -> str:
-    """The profile's RTSP URL (GetProfiles, GetStreamUri), with the login put in it when the camera's URL has none;
-    SourceUnavailable, naming the camera, when it cannot be had."""
+    """The profile's RTSP URL (GetProfiles, GetStreamUri), with the login put in it when the URL has none and
+    names the camera's own host (never handed to another host a camera's answer names); SourceUnavailable, naming
+    the camera, when it cannot be had or is not an RTSP URL."""
     try:
         uri = asyncio.run(_stream_uri(camera))
     except SourceUnavailable:
@@ -43,7 +44,9 @@ def stream_url(camera: OnvifCameraOptions) -> str:
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         raise SourceUnavailable(f"{camera.address}: no stream URL: {reason}") from None
     parts = urlsplit(uri)
-    if camera.user and not parts.username:
+    if parts.scheme not in ("rtsp", "rtsps"):
+        raise SourceUnavailable(f"{camera.address}: the stream URL it gave is not rtsp:// ({parts.scheme or 'none'})")
+    if camera.user and not parts.username and parts.hostname == camera.host:
         login = quote(camera.user, safe="") + (f":{quote(camera.password, safe='')}" if camera.password else "")
         parts = parts._replace(netloc=f"{login}@{parts.netloc}")
     return urlunsplit(parts)

@@ -88,7 +88,9 @@ class PullPoints:
             del self.subscriptions[sid]
 
     def publish(self, event: Event) -> None:
-        if event.key is not None:
+        if event.key is not None and event.operation == "Deleted":
+            self.properties.pop(event.key, None)
+        elif event.key is not None:
             self.properties[event.key] = event
         for sub in self.subscriptions.values():
             sub.queue.append(event)

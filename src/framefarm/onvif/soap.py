@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,6 +28,8 @@ NS = {
 DIGEST = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+FRESH_S = 300.0  # a digest login's Created time may be this far off, and its nonce is remembered this long
+MAX_NONCES = 100_000  # nonces remembered at most (more logins within FRESH_S are refused)
 MAX_REQUEST = 256 * 1024  # a SOAP request of ONVIF's is a few kB
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
@@ -96,27 +99,46 @@ def fault(error: SoapFault) -> bytes:
     return envelope(el("s:Fault", children=[code, reason]))
 
 
-def check_login(request: Request, username: str | None, password: str | None) -> None:
-    """A WS-Security UsernameToken (PasswordDigest or PasswordText) that matches; SoapFault ter:NotAuthorized if
-    not. No ``username`` configured: anyone may call."""
-    if not username:
-        return
-    token = request.header.find(f".//{q('wsse:UsernameToken')}") if request.header is not None else None
-    if token is None:
-        raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized: no login")
-    given_user = token.findtext(q("wsse:Username")) or ""
-    given = token.find(q("wsse:Password"))
-    if given is None or not hmac.compare_digest(given_user, username):
-        raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized")
-    secret = (password or "").encode()
-    if given.get("Type") == DIGEST:
-        nonce = base64.b64decode(token.findtext(q("wsse:Nonce")) or "")
-        created = (token.findtext(q("wsu:Created")) or "").encode()
-        expected = base64.b64encode(hashlib.sha1(nonce + created + secret).digest()).decode()
-    else:
-        expected = secret.decode()
-    if not hmac.compare_digest((given.text or "").strip(), expected):
-        raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized")
+class Logins:
+    """Checks WS-Security UsernameTokens against one login, and refuses a digest seen before (a replay) or one
+    whose Created time is more than ``FRESH_S`` off: a digest captured on the network is good for no more."""
+
+    def __init__(self, username: str | None, password: str | None) -> None:
+        self.username, self.password = username, password
+        self.nonces: dict[bytes, float] = {}  # nonce -> when it was used, for FRESH_S
+
+    def check(self, request: Request) -> None:
+        """SoapFault ter:NotAuthorized unless the request carries the login (digest or text). No username: anyone
+        may call."""
+        if not self.username:
+            return
+        token = request.header.find(f".//{q('wsse:UsernameToken')}") if request.header is not None else None
+        if token is None:
+            raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized: no login")
+        given_user = (token.findtext(q("wsse:Username")) or "").encode()
+        given = token.find(q("wsse:Password"))
+        if given is None or not hmac.compare_digest(given_user, self.username.encode()):
+            raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized")
+        secret = (self.password or "").encode()
+        expected = self.digest(token, secret) if given.get("Type") == DIGEST else secret
+        if not hmac.compare_digest((given.text or "").strip().encode(), expected):
+            raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized")
+
+    def digest(self, token: etree._Element, secret: bytes) -> bytes:
+        """The digest the token must carry, Base64(SHA1(nonce + created + password)), once its nonce and time pass."""
+        created = (token.findtext(q("wsu:Created")) or "").strip()
+        try:
+            nonce = base64.b64decode(token.findtext(q("wsse:Nonce")) or "", validate=True)
+            moment = datetime.fromisoformat(created)
+        except ValueError:
+            raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized: bad nonce or time") from None
+        now = time.time()
+        skew = abs((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() - now)
+        self.nonces = {n: at for n, at in self.nonces.items() if now - at < FRESH_S}
+        if skew > FRESH_S or nonce in self.nonces or len(self.nonces) >= MAX_NONCES:
+            raise SoapFault("s:Sender", "ter:NotAuthorized", "sender not authorized: stale or repeated login")
+        self.nonces[nonce] = now
+        return base64.b64encode(hashlib.sha1(nonce + created.encode() + secret).digest())
 
 
 def xsd_time(moment: datetime | None = None) -> str:

@@ -18,10 +18,12 @@ needs a WS-Security login (digest or text); a wrong one is answered ``ter:NotAut
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -38,12 +40,25 @@ from ..config.schema import OutputOptions
 from ..config.types import Duration
 from ..message import FrameMessage
 from ..onvif.events import Event, PullPoints, SubscriptionLimit
-from ..onvif.soap import CONTENT_TYPE, Request, SoapFault, check_login, el, envelope, fault, parse, q, xsd_time
-from ..web.server import bind, listen_field, serve_socket
+from ..onvif.soap import (
+    CONTENT_TYPE,
+    MAX_REQUEST,
+    Logins,
+    Request,
+    SoapFault,
+    el,
+    envelope,
+    fault,
+    parse,
+    q,
+    xsd_time,
+)
+from ..web.server import BodyTooLarge, bind, listen_field, read_body, serve_socket
 from .base import Output
 
 DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_HOLD_S = 5.0
+DEFAULT_RATE = 25.0  # a stream's frame rate in its profile when its input does not say
 SWEEP_S = 0.5
 MAX_PULL_TIMEOUT_S = 60.0
 MAX_TERMINATION_S = 24 * 3600.0
@@ -114,11 +129,10 @@ def relayed(message: FrameMessage) -> Event:
     stream's tag) added to the Source; a property keeps its latest value for SetSynchronizationPoint."""
     event = message.event or {}
     source = {**event.get("source", {}), "Camera": message.stream}
-    operation = event.get("operation", "Changed")
-    properties = operation in ("Initialized", "Changed")
-    key = (event["topic"], *(f"{k}={v}" for k, v in sorted(source.items()))) if properties else None
+    operation = event.get("operation")  # a property's change; None for a plain event
+    key = (event["topic"], *(f"{k}={v}" for k, v in sorted(source.items()))) if operation else None
     utc = event.get("utc") or message.captured_at
-    return Event(event["topic"], source, event.get("data", {}), utc=utc, operation=operation, key=key)
+    return Event(event["topic"], source, event.get("data", {}), utc=utc, operation=operation or "Changed", key=key)
 
 
 class DetectionStates:
@@ -179,13 +193,14 @@ class OnvifOutput(Output[OnvifOutputOptions]):
     def setup(self) -> None:
         self.states = DetectionStates(self.options.hold)
         self.pullpoints = PullPoints()
-        self.tags: set[str] = set()
+        self.logins = Logins(self.options.username, self.options.password)
+        self.deciding = threading.Lock()  # events are queued to the loop in the order they were decided
+        self.tags: dict[str, tuple[int, int, float]] = {}  # streams seen: (width, height, frame rate)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
         sock = bind(self.options.listen)
-        self.server = threading.Thread(
-            target=serve_socket, args=(self.app(), sock, self.stopping), name="onvif-server", daemon=True
-        )
+        serving = functools.partial(serve_socket, self.app(), sock, self.stopping, lifespan=True)
+        self.server = threading.Thread(target=serving, name="onvif-server", daemon=True)
         self.server.start()
         self.sweeper = threading.Thread(target=self.sweep, name="onvif-hold", daemon=True)
         self.sweeper.start()
@@ -200,7 +215,7 @@ class OnvifOutput(Output[OnvifOutputOptions]):
         if message.event is not None:
             self.publish([relayed(message)])
             return True
-        self.tags.add(message.stream)
+        self.tags[message.stream] = (message.width, message.height, message.rate or DEFAULT_RATE)
         wanted = [
             d for d in message.detections or []
             if d["class_name"] in self.options.classes and d["confidence"] >= self.options.min_confidence
@@ -211,17 +226,25 @@ class OnvifOutput(Output[OnvifOutputOptions]):
             box = " ".join(f"{v:.0f}" for v in top["box"])
             best = {"ClassName": top["class_name"], "Confidence": f"{top['confidence']:.3f}", "BoundingBox": box}
         types = {self.options.classes[d["class_name"]] for d in wanted}
-        self.publish(self.states.detected(message.stream, types, best))
+        with self.deciding:
+            self.publish(self.states.detected(message.stream, types, best))
         return bool(wanted)
 
     def sweep(self) -> None:
         while not self.stopping.wait(SWEEP_S):
-            self.publish(self.states.sweep())
+            with self.deciding:
+                self.publish(self.states.sweep())
 
     def publish(self, events: list[Event]) -> None:
-        if events and self.loop is not None:
+        """Hand events to the server's loop (where subscriptions live); none is lost once the server started."""
+        if not events or self.loop is None:
+            return
+        try:
             for event in events:
                 self.loop.call_soon_threadsafe(self.pullpoints.publish, event)
+        except RuntimeError:  # the loop closed: the output is stopping
+            if not self.stopping.is_set():
+                raise
 
     # -- the SOAP services --
 
@@ -243,11 +266,14 @@ class OnvifOutput(Output[OnvifOutputOptions]):
         }
 
         async def endpoint(http: HttpRequest) -> Response:
-            self.loop = self.loop or asyncio.get_running_loop()
             try:
-                request = parse(await http.body())
+                try:
+                    body = await read_body(http, MAX_REQUEST)
+                except BodyTooLarge as exc:
+                    raise SoapFault("s:Sender", "ter:InvalidArgVal", str(exc)) from None
+                request = parse(body)
                 if request.operation != "GetSystemDateAndTime":
-                    check_login(request, self.options.username, self.options.password)
+                    self.logins.check(request)
                 handler = operations.get(request.operation)
                 if handler is None:
                     raise SoapFault("s:Receiver", "ter:ActionNotSupported", f"{request.operation} is not supported")
@@ -257,8 +283,13 @@ class OnvifOutput(Output[OnvifOutputOptions]):
                                 media_type=CONTENT_TYPE)  # fmt: skip
             return Response(envelope(*result), media_type=CONTENT_TYPE)
 
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            self.loop = asyncio.get_running_loop()  # from now on events reach the subscriptions and states
+            yield
+
         paths = [*SERVICES.values(), "/onvif/subscription/{sid}"]
-        return Starlette(routes=[Route(path, endpoint, methods=["POST"]) for path in paths])
+        return Starlette(routes=[Route(path, endpoint, methods=["POST"]) for path in paths], lifespan=lifespan)
 
     def base(self, http: HttpRequest) -> str:
         return f"{http.url.scheme}://{http.headers.get('host', self.options.listen)}"
@@ -313,19 +344,20 @@ class OnvifOutput(Output[OnvifOutputOptions]):
                   ("SerialNumber", self.ctx.alias), ("HardwareId", "framefarm")]  # fmt: skip
         return [el("tds:GetDeviceInformationResponse", children=[el(f"tds:{k}", v) for k, v in fields])]
 
-    def profile_tags(self) -> list[str]:
-        return sorted(self.tags)
+    def streams(self) -> list[tuple[str, int, int, float]]:
+        """(tag, width, height, frame rate) of each stream seen, for the media profiles."""
+        return [(tag, *self.tags[tag]) for tag in sorted(self.tags)]
 
     async def get_profiles(self, request: Request, http: HttpRequest) -> list[etree._Element]:
         profiles = []
-        for tag in self.profile_tags():
+        for tag, width, height, _ in self.streams():
             source = el("tt:VideoSourceConfiguration", token=tag, children=[
                 el("tt:Name", tag), el("tt:UseCount", 1), el("tt:SourceToken", tag),
-                el("tt:Bounds", x="0", y="0", width="1920", height="1080"),
+                el("tt:Bounds", x="0", y="0", width=str(width), height=str(height)),
             ])  # fmt: skip
             encoder = el("tt:VideoEncoderConfiguration", token=tag, children=[
                 el("tt:Name", tag), el("tt:UseCount", 1), el("tt:Encoding", "H264"),
-                el("tt:Resolution", children=[el("tt:Width", 1920), el("tt:Height", 1080)]), el("tt:Quality", 5),
+                el("tt:Resolution", children=[el("tt:Width", width), el("tt:Height", height)]), el("tt:Quality", 5),
             ])  # fmt: skip
             profiles.append(el("trt:Profiles", token=tag, fixed="true", children=[el("tt:Name", tag), source, encoder]))
         return [el("trt:GetProfilesResponse", children=profiles)]
@@ -336,11 +368,11 @@ class OnvifOutput(Output[OnvifOutputOptions]):
                 "trt:VideoSources",
                 token=tag,
                 children=[
-                    el("tt:Framerate", 25),
-                    el("tt:Resolution", children=[el("tt:Width", 1920), el("tt:Height", 1080)]),
+                    el("tt:Framerate", f"{rate:g}"),
+                    el("tt:Resolution", children=[el("tt:Width", width), el("tt:Height", height)]),
                 ],
             )
-            for tag in self.profile_tags()
+            for tag, width, height, rate in self.streams()
         ]
         return [el("trt:GetVideoSourcesResponse", children=sources)]
 
@@ -399,7 +431,9 @@ class OnvifOutput(Output[OnvifOutputOptions]):
     async def pull_messages(self, request: Request, http: HttpRequest) -> list[etree._Element]:
         _, sub = self.subscription(http)
         timeout_text = request.body.findtext(q("tev:Timeout")) or "PT10S"
-        limit_text = request.body.findtext(q("tev:MessageLimit")) or "100"
+        limit_text = (request.body.findtext(q("tev:MessageLimit")) or "100").strip()
+        if not limit_text.isdigit():
+            raise SoapFault("s:Sender", "ter:InvalidArgVal", f"MessageLimit is not a number: {limit_text[:40]}")
         timeout = min(max(0.0, parse_duration(timeout_text, datetime.now(UTC))), MAX_PULL_TIMEOUT_S)
         events = await self.pullpoints.pull(sub, timeout, max(1, int(limit_text)))
         now = datetime.now(UTC)

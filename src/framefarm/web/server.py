@@ -62,12 +62,24 @@ def serve(
 
 
 def serve_socket(
-    app: ASGIApp, sock: socket.socket, stop: threading.Event, *, cert: Path | None = None, key: Path | None = None
+    app: ASGIApp,
+    sock: socket.socket,
+    stop: threading.Event,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    lifespan: bool = False,
 ) -> None:
-    """``serve`` on a socket bound already (by ``bind``: a kind that must know at setup that it can listen)."""
+    """``serve`` on a socket bound already (by ``bind``: a kind that must know at setup that it can listen);
+    ``lifespan`` runs the app's startup and shutdown (an app that must know its loop before the first request)."""
     tls: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
     config = uvicorn.Config(
-        app, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S, **tls
+        app,
+        lifespan="on" if lifespan else "off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_S,
+        **tls,
     )
     server = uvicorn.Server(config)
     watcher = threading.Thread(target=_stop_when, args=(stop, server), name="web-stop", daemon=True)
@@ -106,3 +118,22 @@ def token_refusal(request: Request, token: str | None, *, in_query: bool = False
     if not hmac.compare_digest(given.encode(), token.encode()):
         return problem(403, "wrong token")
     return None
+
+
+class BodyTooLarge(Exception):
+    """A request body over its limit; the message says by how much it was known."""
+
+
+async def read_body(request: Request, limit: int, what: str = "the limit") -> bytes:
+    """The whole body; BodyTooLarge as soon as it is over ``limit`` bytes (by its Content-Length, or as it
+    arrives: a chunked body has none), so a client cannot make the server hold more."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared} bytes, over {what} ({limit})")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over {what} ({limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
