@@ -56,6 +56,7 @@ from .encoder import (
 )
 from .picture import picture
 
+LIVE_REORDER_MS = 500  # a live push waits no longer: it would show as delay
 DEFAULT_RATE = 25.0  # frames a second when neither the output nor the source says
 DEFAULT_QUEUE = 64
 DEFAULT_END_AFTER_S = 10.0
@@ -77,7 +78,9 @@ class VideoOptions(OutputOptions, EncoderOptions):
     )
     annotated: bool = Field(True, description="Draw the boxes, class names and confidences.")
     timestamp: bool = Field(False, description="Draw each frame's capture time in a corner.")
-    reorder_ms: int = Field(500, ge=0, description="How long a frame waits for an earlier one that is late (ms).")
+    reorder_ms: int = Field(
+        LIVE_REORDER_MS, ge=0, description="How long a frame waits for an earlier one that is late (ms)."
+    )
     boxes: Literal["exact", "latest"] = Field(
         "exact",
         description="exact: the frames the detector saw, with their boxes. latest: every frame of a live input, "

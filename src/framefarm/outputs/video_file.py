@@ -24,6 +24,7 @@ from .retention import RetentionOptions, Sweeper
 from .video import TICKS, Shot, VideoOptions, VideoOutput
 
 DEFAULT_SEGMENT_S = 300.0
+FILE_REORDER_MS = 5000  # detectors on a busy host can hold one frame back for seconds; a file loses nothing
 CLUSTER_MS = 1000  # a kill -9 loses at most about this much of an mkv (and an mp4 its last keyframe interval)
 CONTAINERS = {
     ".mkv": ("matroska", {"cluster_time_limit": str(CLUSTER_MS), "flush_packets": "1"}),
@@ -36,6 +37,12 @@ class VideoFileOptions(VideoOptions):
     path: Path = Field(
         description="Each segment's file: .mkv or .mp4, with {tag} and strftime codes of its first frame's capture "
         "time filled in (%% for a %); without {tag}, the files go to a folder per tag beside the name."
+    )
+    reorder_ms: int = Field(
+        FILE_REORDER_MS,
+        ge=0,
+        description="How long a frame waits for an earlier one that is late (ms): a file can wait, a frame "
+        "dropped as late is gone from the recording.",
     )
     segment: Duration = Field(DEFAULT_SEGMENT_S, gt=0, description="Length of one file (of video time).")
     retention: RetentionOptions = Field(
