@@ -18,3 +18,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# The Dramatiq dashboard (/dramatiq on the web face, Redis brokers): 0.4 pins dramatiq<2 in its metadata but works
+# with dramatiq 2, so it goes in without its dependencies (jinja2, its one other need, is framefarm's).
+.venv/bin/python -m pip install -q --no-deps 'dramatiq-dashboard>=0.4,<0.5'

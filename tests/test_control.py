@@ -45,7 +45,7 @@ class Pipeline:
     def write(self, extra: str = "") -> None:
         self.config.write_text(
             f"service:\n  broker: redis://127.0.0.1:${{{PORT_VARIABLE}}}/0\n  runtime_dir: run\n"
-            "  stop_timeout: 10s\n  drain_timeout: 30s\npipeline:\n"
+            "  stop_timeout: 10s\n  drain_timeout: 30s\n  http: {listen: 127.0.0.1:0}\npipeline:\n"
             "  inputs:\n    - {name: dir_images, alias: uploads, tag: uploads, path: in}\n"
             f"  outputs:\n    - name: image_files\n      alias: results\n      path: out\n{extra}"
         )
@@ -105,7 +105,7 @@ def test_status_and_quit_use_the_variables_the_pipeline_was_started_with(pipelin
 
 
 def test_quit_that_cannot_reach_the_broker_stops_nothing(pipeline: Pipeline, redis: tuple[Restartable, int]) -> None:
-    wait_for(lambda: set(pipeline.states()) == {"uploads", "results"}, 30, "both modules")
+    wait_for(lambda: set(pipeline.states()) == {"uploads", "results", "web-face"}, 30, "both modules")
     server, _ = redis
     server.stop()
     result = pipeline.pipectl("-s", "quit", check=False)
@@ -121,7 +121,7 @@ def test_quit_that_cannot_reach_the_broker_stops_nothing(pipeline: Pipeline, red
 def test_status_stop_and_quit_act_on_what_runs_when_the_file_has_a_yaml_error(pipeline: Pipeline) -> None:
     pipeline.write(extra="      save_image: [\n")  # an error after service.runtime_dir
     assert pipeline.pipectl("-t", check=False).returncode == 1
-    wait_for(lambda: set(pipeline.states()) == {"uploads", "results"}, 30, "both modules")
+    wait_for(lambda: set(pipeline.states()) == {"uploads", "results", "web-face"}, 30, "both modules")
     pipeline.pipectl("-s", "quit")
     assert pipeline.stopped()
     pipeline.write()

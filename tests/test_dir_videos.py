@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import FramesOptions, ServiceOptions
+from framefarm.config.types import say_duration
+from framefarm.ingest import dir_videos
 from framefarm.ingest.dir_videos import DirVideos
 from framefarm.outputs.image_files import file_stem
 from framefarm.vision.codec import decode_frame
@@ -144,3 +148,88 @@ def test_a_video_over_max_pixels_goes_aside(tmp_path: Path, bus_url: str) -> Non
     assert queued(module.ctx.bus) == []
     reason = (tmp_path / "in" / ".failed" / "big.mp4.error.txt").read_text()
     assert "160x96 is 0.0 megapixels, over max_pixels" in reason
+
+
+def recorded_reports(module: DirVideos, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every report the input makes from now on, in order (the flow itself keeps only the latest)."""
+    flow = module.ctx.bus.flow
+    reports: list[dict[str, Any]] = []
+    report = flow.report
+
+    def keep(stream: str, fields: dict[str, Any]) -> None:
+        if stream == module.ctx.alias:
+            reports.append(fields)
+        report(stream, fields)
+
+    monkeypatch.setattr(flow, "report", keep)
+    return reports
+
+
+def test_progress_per_file_is_reported_and_logged(
+    tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dir_videos, "LOG_EVERY_S", 0)  # a progress line for every frame
+    module = make_input(DirVideos, tmp_path, bus_url, max_in_flight=100)
+    reports = recorded_reports(module, monkeypatch)
+    write_video(tmp_path / "in" / "clip.mp4")
+    caplog.set_level(logging.INFO, logger="test")
+    with running(module):
+        wait_for(lambda: (tmp_path / "in" / ".done" / "clip.mp4").exists())
+        last = module.ctx.bus.flow.reports()["uploads"]
+    assert {key: last[key] for key in ("role", "state", "file", "done", "total", "files_done")} == {
+        "role": "files",
+        "state": "idle",
+        "file": "clip.mp4",
+        "done": FRAMES,
+        "total": FRAMES,
+        "files_done": 1,
+    }
+    assert last["fps"] > 0 and last["eta_s"] == 0 and last["since"] <= last["at"]
+    first = reports[0]
+    assert (first["state"], first["file"], first["done"], first["total"], first["files_done"]) == (
+        "reading",
+        "clip.mp4",
+        0,
+        FRAMES,
+        0,
+    )
+    assert len(reports) < FRAMES  # at most one a second while reading, not one per frame
+    assert re.search(rf"clip\.mp4: 12 of {FRAMES} frames \(50\.0%\), [\d.]+ fps, about \d+s left", caplog.text)
+    assert re.search(rf"clip\.mp4: done, {FRAMES} frames in [\d.]+s \([\d.]+ fps\)$", caplog.text, re.MULTILINE)
+
+
+def test_a_resumed_file_counts_its_progress_from_where_it_resumes(
+    tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "clip.mp4")
+    first = make_input(DirVideos, tmp_path, bus_url, max_in_flight=10)
+    caplog.set_level(logging.INFO, logger="test")
+    with running(first):
+        wait_for(lambda: len(queued(first.ctx.bus)) == 10)  # blocked at max_in_flight: stop here
+    stopped = first.ctx.bus.flow.reports()["uploads"]
+    assert (stopped["state"], stopped["done"], stopped["files_done"]) == ("idle", 10, 0)  # stopped, not done
+    assert "clip.mp4: done" not in caplog.text
+    for message in queued(first.ctx.bus):
+        first.ctx.bus.frames.release(message.key, "uploads")
+    second = make_input(DirVideos, tmp_path, bus_url, max_in_flight=100)
+    with running(second):
+        wait_for(lambda: (tmp_path / "in" / ".done" / "clip.mp4").exists())
+        last = second.ctx.bus.flow.reports()["uploads"]
+    assert (last["state"], last["done"], last["total"], last["files_done"]) == ("idle", FRAMES, FRAMES, 1)
+    assert f"clip.mp4: done, {FRAMES} frames, the last {FRAMES - 10} in " in caplog.text
+    assert "after resuming at frame 10" in caplog.text
+
+
+def test_progress_without_a_known_total_has_no_time_left(
+    tmp_path: Path, bus_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dir_videos, "REPORT_PERIOD_S", 3600.0)  # however slow the machine, the advance comes sooner
+    module = make_input(DirVideos, tmp_path, bus_url)
+    progress = dir_videos.FileProgress(module.ctx.bus.flow, "files", logging.getLogger("test"))
+    progress.begin("stream.ts", 0, None)
+    progress.advance(30)  # within REPORT_PERIOD_S of the report that the start made: not reported
+    fields = module.ctx.bus.flow.reports()["files"]
+    assert (fields["state"], fields["done"], fields["total"], fields["eta_s"]) == ("reading", 0, None, None)
+    assert re.fullmatch(r"stream\.ts: 30 frames, [\d.]+ fps", progress.summary())
+    assert [say_duration(s) for s in (39.4, 725, 7620)] == ["39s", "12m05s", "2h07m"]

@@ -155,7 +155,7 @@ def test_an_older_versions_stop_snapshot_is_carried_into_the_append_only_file(ws
 
 
 def module_pids(ws: Workspace) -> dict[str, int]:
-    programs = {"uploads", "detector", "results", BROKER}
+    programs = {"uploads", "detector", "results", "web-face", BROKER}
     wait_for(lambda: set(ws.pids()) == programs, 30, "every program running")
     return ws.pids()
 

@@ -35,6 +35,8 @@ def pipeline(port: int) -> str:
 service:
   runtime_dir: run
   stop_timeout: 10s
+  http:
+    listen: 127.0.0.1:0
 pipeline:
   inputs:
     - name: rtsp

@@ -87,7 +87,7 @@ def test_camera_events_come_in_are_relayed_and_resubscribed_after_the_camera_res
             await asyncio.to_thread(wait_for, lambda: subscribed(first), 20, "the input's subscription")
             await asyncio.to_thread(send, first.ctx.bus, 0, PERSON)
             got = await pulled(service, 1)
-        reconnects = count(events, counters.RECONNECTS)
+            reconnects = count(events, counters.RECONNECTS)  # before the camera goes: its going is what counts
         second = camera(tmp_path, cam_port)  # the camera comes back (rebooted: no subscription of before)
         with serving(second, cam_port):
             await asyncio.to_thread(wait_for, lambda: subscribed(second), 30, "the input subscribed again")

@@ -61,7 +61,7 @@ def test_photos_in_detections_out_bad_files_aside_and_quit_leaves_nothing(ws: Wo
 
 def test_reload_restarts_only_the_changed_module_and_keeps_running_on_error(ws: Workspace) -> None:
     ws.pipectl("start")
-    programs = {"uploads", "detector", "results"} | (set() if ws.broker else {"embedded-broker"})
+    programs = {"uploads", "detector", "results", "web-face"} | (set() if ws.broker else {"embedded-broker"})
     wait_for(lambda: set(ws.pids()) == programs)
     before = ws.pids()
 

@@ -34,9 +34,9 @@ def rendered(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> co
 def test_programs_order_pools_and_options(tmp_path: Path) -> None:
     conf = rendered(tmp_path, pipeline_yaml(yolo_extra="      workers: 3\n"))
     programs = {s.split(":", 1)[1]: conf[s] for s in conf.sections() if s.startswith("program:")}
-    assert set(programs) == {"embedded-broker", "results", "detector", "uploads"}
+    assert set(programs) == {"embedded-broker", "web-face", "results", "detector", "uploads"}
     order = sorted(programs, key=lambda name: int(programs[name]["priority"]))
-    assert order == ["embedded-broker", "results", "detector", "uploads"]  # stop order is the reverse
+    assert order == ["embedded-broker", "web-face", "results", "detector", "uploads"]  # stop order is the reverse
     assert programs["detector"]["numprocs"] == "3"
     assert programs["detector"]["process_name"] == "%(program_name)s-%(process_num)d"
     for name, program in programs.items():
@@ -64,6 +64,9 @@ def test_snapshot_changes_only_for_the_changed_module(tmp_path: Path) -> None:
     # Saving the frame makes the output need it whole: the input stores whole frames from then on.
     saving = rendered(tmp_path, pipeline_yaml(out_extra="      save_image: raw\n"))
     assert changed(first, saving) == ["program:results", "program:uploads"]
+    # The web face's options restart it alone; a module's never restart the face.
+    moved = rendered(tmp_path, pipeline_yaml().replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:9999"))
+    assert changed(first, moved) == ["program:web-face"]
 
 
 def test_secrets_stay_out_of_rendered_files(tmp_path: Path) -> None:
@@ -71,7 +74,7 @@ def test_secrets_stay_out_of_rendered_files(tmp_path: Path) -> None:
     rendered(tmp_path, text, {"REDIS_PASS": "hunter2-secret"})
     layout = Layout(tmp_path / "run")
     files = [layout.conf, *layout.modules.glob("*.json")]
-    assert len(files) == 4
+    assert len(files) == 5  # and the web face's
     for path in files:
         assert "hunter2-secret" not in path.read_text(), path
     snapshot = json.loads(next(layout.modules.glob("uploads-*.json")).read_text())
@@ -105,7 +108,8 @@ def awkward_pipeline(root: Path, runtime: str) -> Path:
     (root / "in").mkdir(parents=True)
     config = root / "pipeline.yaml"
     config.write_text(
-        f"service:\n  runtime_dir: {json.dumps(runtime)}\n  stop_timeout: 10s\npipeline:\n"
+        f"service:\n  runtime_dir: {json.dumps(runtime)}\n  stop_timeout: 10s\n"
+        "  http: {listen: 127.0.0.1:0}\npipeline:\n"
         "  inputs:\n    - {name: dir_images, alias: uploads, tag: uploads, path: in}\n"
         "  outputs:\n    - {name: image_files, alias: results, path: out}\n"
     )
@@ -156,8 +160,8 @@ def test_a_pipeline_in_awkward_folders_starts_every_module_and_quits(tmp_path: P
         wait_for(result.exists, 60, f"a result ({list((root / runtime / 'logs').glob('*'))})")
         assert json.loads(result.read_text())["source"] == "eagle.jpg"
         states = pipectl("status").stdout
-        assert all(f"{name} " in states for name in ("embedded-broker", "uploads", "results")), states
-        assert states.count("RUNNING") == 3, states
+        assert all(f"{name} " in states for name in ("embedded-broker", "web-face", "uploads", "results")), states
+        assert states.count("RUNNING") == 4, states
         ctl = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(root / runtime / "supervisord.conf")]
         assert "uploads" in subprocess.run([*ctl, "status"], capture_output=True, text=True, timeout=30).stdout
     finally:

@@ -287,6 +287,8 @@ def test_a_video_through_yolo_into_video_file_has_every_frame_and_quit_closes_it
 service:
   runtime_dir: run
   stop_timeout: 20s
+  http:
+    listen: 127.0.0.1:0
 pipeline:
   inputs:
     - name: dir_videos

@@ -25,6 +25,8 @@ service:
 {service}  runtime_dir: run
   heartbeat_timeout: 3s
   stop_timeout: 10s
+  http:
+    listen: 127.0.0.1:0
 pipeline:
   inputs:
     - name: dir_images

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .bus import backend, check_service
@@ -18,7 +18,6 @@ from .config.registry import REGISTRIES
 from .config.schema import DEFAULT_STOP_TIMEOUT_S
 from .config.urls import redact_text, redact_url
 from .errors import BusError, ConfigError, FramefarmError
-from .outputs.delivery import ROLE as OUTPUT_ROLE
 from .plugins import load_kinds
 from .supervisord import broker_files, embedded, leftovers
 from .supervisord.control import Master
@@ -33,6 +32,9 @@ from .supervisord.render import (
     rendered_persist,
 )
 from .supervisord.running import Running, runtime_dir_of
+from .supervisord.status import collect
+from .top import top
+from .views import status_lines
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -71,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     test = commands.add_parser("test", parents=[common], help="validate the configuration (same as -t)")
     test.add_argument("--connect", action="store_true", help="also check that the broker and frame store answer")
     commands.add_parser("render", parents=[common], help="write supervisord.conf into the runtime dir")
-    commands.add_parser("status", parents=[common], help="show the processes and per-stream counters")
+    status = commands.add_parser("status", parents=[common], help="show the processes, streams, queues and outputs")
+    status.add_argument("--json", action="store_true", help="the whole status as one JSON object, for scripts")
+    commands.add_parser("top", parents=[common], help="the status, refreshed every second (q quits)")
     describe = commands.add_parser("describe", parents=[common], help="list a module kind's options")
     describe.add_argument("kind", nargs="?", help="a kind name; without it, list every kind")
     return parser
@@ -157,6 +161,9 @@ def cmd_start(config: Path, args: argparse.Namespace) -> int:
     if master.running():
         raise FramefarmError(f"already running in {layout.root} (pid {master.pid()}): use `pipectl -s reload`")
     _say(leftovers.clear(layout, pipeline.service.stop_timeout + STOP_GRACE_S))
+    for folder in (layout.health, layout.previews):  # restarts count from this start; no preview of an old run
+        shutil.rmtree(folder, ignore_errors=True)
+    layout.web_file.unlink(missing_ok=True)
     render(pipeline, args.role)
     prune_snapshots(layout)
     if not pipeline.service.broker:
@@ -178,74 +185,29 @@ def cmd_render(config: Path, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(config: Path, _args: argparse.Namespace) -> int:
+def cmd_status(config: Path, args: argparse.Namespace) -> int:
     running = Running.of(config)
-    print(f"{'PROCESS':32} {'STATE':10} {'PID':>8}  DESCRIPTION")
-    for info in running.master.processes():
-        name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
-        print(f"{name:32} {info['statename']:10} {info['pid'] or '-':>8}  {info['description']}")
     try:
         bus = running.bus()
     except FramefarmError as exc:
-        print(f"\nbroker: {redact_text(str(exc))}")
-        return EXIT_OK
+        bus, trouble = None, redact_text(str(exc))
     try:
-        print(f"\nframes in flight: {bus.flow.in_flight()}")
-        for stream, counters in sorted(bus.flow.counters().items()):
-            print(f"{stream}: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
-        _print_states(bus.flow.reports())
-    except bus.transient_errors as exc:
-        print(f"\nbroker unreachable: {redact_text(str(exc))}")
+        status = collect(running, bus)
     finally:
-        bus.close()
+        if bus is not None:
+            bus.close()
+    if bus is None:
+        status["broker"] = {"ok": False, "error": trouble}
+    if args.json:
+        print(json.dumps(status, indent=1))
+    else:
+        print("\n".join(status_lines(status)))
     return EXIT_OK
 
 
-REPORT_OLD_S = 5.0  # a state reported longer ago than this is shown with its age: its module may be gone
-
-
-def _print_states(reports: Mapping[str, Mapping[str, Any]]) -> None:
-    """The latest state of each live input and output, one indented line each, its texts redacted once more."""
-    outputs = {name: fields for name, fields in reports.items() if fields.get("role") == OUTPUT_ROLE}
-    inputs = {name: fields for name, fields in reports.items() if name not in outputs}
-    now = time.time()
-    for title, group, line in (("live inputs", inputs, _state_line), ("outputs", outputs, _delivery_line)):
-        if group:
-            print(f"\n{title}:")
-        for name, fields in sorted(group.items()):
-            print(f"  {name}  {line(fields, now)}")
-
-
-def _delivery_line(fields: Mapping[str, Any], now: float) -> str:
-    """An output's state: delivering or failing, what it sent, retried, failed, dropped and its last error."""
-    counts = ("sent", "retried", "failed", "dropped", "filtered")
-    parts = [
-        f"{fields.get('state', '?')} for {now - fields.get('since', now):.0f}s",
-        " ".join(f"{name} {fields.get(name, 0)}" for name in counts),
-        f"last error: {redact_text(str(fields['last_error']))}" if fields.get("last_error") else "",
-    ]
-    return _aged("; ".join(part for part in parts if part), fields, now)
-
-
-def _state_line(fields: Mapping[str, Any], now: float) -> str:
-    last = fields.get("last_frame_at")
-    drops = ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in (fields.get("drops") or {}).items())
-    parts = [
-        f"{fields.get('state', '?')} for {now - fields.get('since', now):.0f}s",
-        f"fps in {fields.get('fps_in', 0):.1f} sent {fields.get('fps_sent', 0):.1f}",
-        f"last frame {now - last:.1f}s ago" if last else "no frame yet",
-        f"reconnects {fields.get('reconnects', 0)}",
-        f"not sent: {drops}" if drops else "",
-        f"source {redact_text(str(fields.get('source', '')))}",
-        f"last error: {redact_text(str(fields['last_error']))}" if fields.get("last_error") else "",
-    ]
-    return _aged("; ".join(part for part in parts if part), fields, now)
-
-
-def _aged(line: str, fields: Mapping[str, Any], now: float) -> str:
-    if now - fields.get("at", now) > REPORT_OLD_S:
-        return f"{line}; (reported {now - fields['at']:.0f}s ago)"
-    return line
+def cmd_top(config: Path, _args: argparse.Namespace) -> int:
+    top(Running.of(config).layout)
+    return EXIT_OK
 
 
 def cmd_describe(_config: Path, args: argparse.Namespace) -> int:
@@ -316,6 +278,7 @@ COMMANDS: dict[str, Callable[[Path, argparse.Namespace], int]] = {
     "start": cmd_start,
     "render": cmd_render,
     "status": cmd_status,
+    "top": cmd_top,
     "describe": cmd_describe,
 }
 SIGNAL_HANDLERS: dict[str, Callable[[Path], int]] = {

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import logs
 from .bus import connect
 from .config.envexpand import expand
 from .config.registry import REGISTRIES
@@ -28,6 +29,7 @@ from .errors import FramefarmError
 from .lifeline import die_with_parent
 from .modules.base import Module
 from .modules.context import ModuleContext
+from .modules.health import Health
 from .plugins import load_kinds
 
 EXIT_OK = 0
@@ -74,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m framefarm.runner SNAPSHOT.json", file=sys.stderr)
         return EXIT_USAGE
     snapshot = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s {snapshot['alias']} pid={os.getpid()} %(name)s: %(message)s",
-    )
+    # Info until the options are validated; the format asked for already, so that a config error is a JSON line too
+    # Its starts and last error, for the status views; the snapshot lives in <runtime_dir>/modules
+    health = Health.of_this_process(Path(args[0]).resolve().parent.parent, snapshot["alias"])
+    fmt = "json" if snapshot["service"].get("log_format") == "json" else "text"
+    logs.configure(snapshot["alias"], fmt, also=[health])
     load_kinds()
     try:
         kind, ctx = build_context(snapshot)
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except FramefarmError as exc:
         log.error("invalid module config in %s: %s", args[0], redact_text(str(exc)))
         return EXIT_CONFIG
-    logging.getLogger().setLevel(ctx.service.log_level.upper())
+    logs.configure(ctx.alias, ctx.service.log_format, ctx.options.log_level or ctx.service.log_level, [health])
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -290,11 +290,19 @@ def _validate_modules(data: Any, raw: Any, out: _Collector) -> list[ModuleSpec]:
     return modules
 
 
+#: supervisord programs of framefarm's own, beside the modules (supervisord/render.py).
+WEB_PROGRAM = "web-face"
+BROKER_PROGRAM = "embedded-broker"
+RESERVED_ALIASES = (WEB_PROGRAM, BROKER_PROGRAM)
+
+
 def _check_aliases(modules: list[ModuleSpec], out: _Collector) -> None:
     seen: set[str] = set()
     for index, module in _indexed(modules):
         if module.alias in seen:
             out.add(("pipeline", module.section, index, "alias"), f'alias "{module.alias}" is used twice')
+        elif module.alias in RESERVED_ALIASES:
+            out.add(("pipeline", module.section, index, "alias"), f'alias "{module.alias}" names a framefarm process')
         seen.add(module.alias)
 
 

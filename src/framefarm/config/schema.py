@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .types import Alias, Duration, Tag, TagGlob
+from .types import LISTEN_PATTERN, Alias, Duration, Tag, TagGlob
 
 DEFAULT_FRAME_TTL_S = 30.0
 DEFAULT_LOSSLESS_TTL_S = 86400.0
@@ -80,6 +80,27 @@ class FramesOptions(StrictModel):
         return self.store in INLINE_STORES
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class HttpOptions(StrictModel):
+    """The master's web face: status page, /metrics, the Dramatiq dashboard, /healthz and /readyz."""
+
+    enabled: bool = Field(True, description="Serve the web face (a process beside the modules).")
+    listen: str = Field(
+        "127.0.0.1:8080",
+        pattern=LISTEN_PATTERN,
+        description="host:port of the web face; 0.0.0.0 opens it to the network (set a token); port 0 takes a free "
+        "one, which `pipectl status` shows.",
+    )
+    token: str | None = Field(
+        None,
+        min_length=8,
+        description="When set, every page and endpoint wants it: an `Authorization: Bearer` header, or `?token=` on "
+        "the page's URL once (a browser then keeps it in a cookie). Use ${VAR} to keep it out of the file.",
+    )
+
+
 class ServiceOptions(StrictModel):
     broker: str | None = Field(
         None,
@@ -109,7 +130,11 @@ class ServiceOptions(StrictModel):
         DEFAULT_STOP_TIMEOUT_S,
         description="A module gets this long to exit after SIGTERM before it is killed.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of modules.")
+    log_level: LogLevel = Field("info", description="Log level of modules (a module's own `log_level` wins).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Module log lines as text, or as one JSON object a line (for log shippers)."
+    )
+    http: HttpOptions = Field(default_factory=HttpOptions, description="The master's web face.")
 
     @property
     def inline_frames(self) -> bool:
@@ -150,6 +175,7 @@ class ModuleOptions(StrictModel):
     section: ClassVar[str]
     name: str = Field(description="The module kind.")
     alias: Alias | None = Field(None, description="Instance id, names the process; default kind.N.")
+    log_level: LogLevel | None = Field(None, description="This module's log level; default: service.log_level.")
 
 
 class InputOptions(ModuleOptions):

@@ -23,6 +23,19 @@ def parse_duration(value: object) -> object:
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
+
+def say_duration(seconds: float | None) -> str:
+    """A duration as people say it: 39s, 12m05s, 2h07m; "-" for none."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Alias = Annotated[str, Field(pattern=ALIAS_PATTERN, max_length=64)]
 
@@ -35,3 +48,5 @@ def _check_glob(value: str) -> str:
 
 TagGlob = Annotated[str, AfterValidator(_check_glob)]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+PORT_PATTERN = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 0..65535
+LISTEN_PATTERN = rf"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):{PORT_PATTERN}$"  # host:port, [v6]:port

@@ -38,3 +38,23 @@ def dropped(output: str) -> str:
 def retried(output: str) -> str:
     """Deliveries ``output`` will try again (receiver down, timeout, 5xx)."""
     return f"retried.{output}"
+
+
+#: Upper bounds (ms) of the capture-to-delivery latency buckets an output counts per stream; the last is open.
+LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+LATENCY_PREFIX = "latency."
+LATENCY_SUM_PREFIX = "latency_ms."
+OPEN_BOUND = "inf"
+
+
+def latency(output: str, seconds: float) -> str:
+    """The bucket counter of a frame ``output`` delivered ``seconds`` after its capture (``latency.<output>.le<ms>``:
+    the counts of all processes add up, as a Prometheus histogram's do)."""
+    ms = seconds * 1000
+    bound = next((str(b) for b in LATENCY_BOUNDS_MS if ms <= b), OPEN_BOUND)
+    return f"{LATENCY_PREFIX}{output}.le{bound}"
+
+
+def latency_sum(output: str) -> str:
+    """Milliseconds of capture-to-delivery latency of every frame ``output`` delivered, summed."""
+    return f"{LATENCY_SUM_PREFIX}{output}"

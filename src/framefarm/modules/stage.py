@@ -51,6 +51,7 @@ class Stage(Module[SO]):
         message = FrameMessage.model_validate(payload)
         if self.skip_stale(message):
             return
+        self.ctx.log.debug("handling %s (seq %d from %s)", message.source, message.seq, message.input)
         try:
             self.handle(message)
         except FrameMissing as exc:  # expired or already released: retrying cannot bring it back

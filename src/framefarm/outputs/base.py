@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from abc import abstractmethod
 from typing import Any, ClassVar, TypeVar
 
@@ -73,7 +74,16 @@ class Output(Stage[OO]):
             outcome = counters.delivered(alias) if sent else counters.filtered(alias)
         if message.event is None:  # an event has no frame to release
             bus.frames.release(message.key, message.input)
+            if outcome == counters.delivered(alias):
+                self.count_latency(message.input, message.captured_at)
         bus.flow.count(message.input, outcome)
+
+    def count_latency(self, stream: str, captured_at: float) -> None:
+        """Capture to delivery, as a histogram per stream and output (a clock behind the capturing host's counts 0)."""
+        seconds = max(0.0, time.time() - captured_at)
+        flow, alias = self.ctx.bus.flow, self.ctx.alias
+        flow.count(stream, counters.latency(alias, seconds))
+        flow.count(stream, counters.latency_sum(alias), round(seconds * MS_PER_S))
 
     def retry_delay(self, retry_after: float | None) -> int | None:
         """Milliseconds until the next try: the kind's backoff (None: Dramatiq computes it), or what the receiver

@@ -17,9 +17,9 @@ from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..results import result_json, yolo_text
 from ..vision.codec import encode_frame
+from ..vision.picture import JPEG_QUALITY, picture
 from .base import Output
 from .paths import TAG, fill, fixed_part, is_template
-from .picture import JPEG_QUALITY, picture
 from .retention import RetentionOptions, Sweeper
 
 SEQ_DIGITS = 9

@@ -25,9 +25,9 @@ from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import OutputOptions
 from ..message import FrameMessage
+from ..vision.picture import snapshot_jpeg
 from ..web.server import bind, listen_field, problem, serve_socket, token_refusal
 from .base import Output
-from .picture import snapshot_jpeg
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
 DEFAULT_MAX_SIDE = 1280

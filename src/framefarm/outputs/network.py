@@ -21,8 +21,8 @@ from ..config.types import Duration
 from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..results import result_json, yolo_header, yolo_text
+from ..vision.picture import snapshot_jpeg
 from .base import Output
-from .picture import snapshot_jpeg
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_SNAPSHOT_MAX_SIDE = 640

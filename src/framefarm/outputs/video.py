@@ -42,6 +42,7 @@ from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..modules import counters
 from ..vision.draw import draw_timestamp
+from ..vision.picture import picture
 from .base import Output
 from .encoder import (
     MIN_STEP,
@@ -54,7 +55,6 @@ from .encoder import (
     nvenc_refusal,
     pick_encoder,
 )
-from .picture import picture
 
 LIVE_REORDER_MS = 500  # a live push waits no longer: it would show as delay
 DEFAULT_RATE = 25.0  # frames a second when neither the output nor the source says
@@ -528,6 +528,7 @@ class VideoOutput(Output[VO]):
     def written(self, shot: Shot) -> None:
         self.delivery.succeeded()
         self.ctx.bus.flow.count(shot.input, counters.delivered(self.ctx.alias))
+        self.count_latency(shot.input, shot.captured_at)
 
     def skipped(self, shot: Shot) -> None:
         """Not written, as wanted: the constant frame rate had no slot for it."""

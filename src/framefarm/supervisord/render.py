@@ -10,13 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.pipeline import ModuleSpec, Pipeline
+from ..config.pipeline import BROKER_PROGRAM, WEB_PROGRAM, ModuleSpec, Pipeline
 from ..config.schema import ServiceOptions
 from ..errors import MasterError
+from ..modules.health import HEALTH_FOLDER
+from ..modules.preview import PREVIEW_FOLDER
 from . import broker_files, embedded, ini
 
-BROKER_PROGRAM = "embedded-broker"
-PRIORITY = {"broker": 10, "outputs": 100, "processors": 200, "inputs": 300}  # start order; stop is reversed
+WEB_SECTION = "web"  # the web face's snapshot lives beside the modules' (so leftovers and pruning find it)
+PRIORITY = {"broker": 10, "web": 50, "outputs": 100, "processors": 200, "inputs": 300}  # start order; stop is reversed
 START_RETRIES = 10
 STOP_GRACE_S = 5  # on top of service.stop_timeout, before supervisord kills
 BROKER_STOPWAIT_S = 30  # the broker's shutdown fsyncs its AOF
@@ -62,6 +64,21 @@ class Layout:
         return self.root / "modules"
 
     @property
+    def health(self) -> Path:
+        """One ``<process>.json`` per module process: its starts and last error (modules/health.py)."""
+        return self.root / HEALTH_FOLDER
+
+    @property
+    def previews(self) -> Path:
+        """The latest annotated frame and detections of each stream detected on this host (modules/preview.py)."""
+        return self.root / PREVIEW_FOLDER
+
+    @property
+    def web_file(self) -> Path:
+        """Where the web face says the address it listens on (its port may have been chosen at bind)."""
+        return self.root / "web.json"
+
+    @property
     def role_file(self) -> Path:
         return self.root / "role"
 
@@ -90,24 +107,38 @@ def snapshot(pipeline: Pipeline, module: ModuleSpec) -> dict[str, object]:
         "kind": module.kind.kind_name(),
         "alias": module.alias,
         "module": module.raw,
-        "service": pipeline.raw_service,
+        "service": {key: value for key, value in pipeline.raw_service.items() if key != "http"},  # not theirs
         "broker": broker_url(pipeline),
         "routes": pipeline.routes.to_json(sides=module.section == "inputs"),  # see Routes.to_json
     }
 
 
+def web_snapshot(pipeline: Pipeline) -> dict[str, object]:
+    """What the web face needs of the service section: where it runs, its ``http`` options and how it logs (it
+    reads the rest from the modules' snapshots at each sample, so a change elsewhere does not restart it)."""
+    keys = ("runtime_dir", "http", "log_level", "log_format")
+    return {
+        "config": str(pipeline.path),
+        "section": WEB_SECTION,
+        "service": {key: value for key, value in pipeline.raw_service.items() if key in keys},
+    }
+
+
 def write_snapshots(pipeline: Pipeline, layout: Layout) -> dict[str, Path]:
-    """One ``<alias>-<digest>.json`` per module: the name changes exactly when the module's config does,
-    which is what makes ``reread``/``update`` restart only changed modules."""
+    """One ``<alias>-<digest>.json`` per module (and the web face): the name changes exactly when the module's
+    config does, which is what makes ``reread``/``update`` restart only changed modules."""
     layout.modules.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for module in pipeline.modules:
-        text = json.dumps(snapshot(pipeline, module), sort_keys=True, indent=1)
+    snapshots = [(module.alias, snapshot(pipeline, module)) for module in pipeline.modules]
+    if pipeline.service.http.enabled:
+        snapshots.append((WEB_PROGRAM, web_snapshot(pipeline)))
+    for alias, content in snapshots:
+        text = json.dumps(content, sort_keys=True, indent=1)
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-        path = layout.modules / f"{module.alias}-{digest}.json"
+        path = layout.modules / f"{alias}-{digest}.json"
         if not path.exists():
             path.write_text(text, encoding="utf-8")
-        paths[module.alias] = path
+        paths[alias] = path
     return paths
 
 
@@ -134,6 +165,9 @@ def render(pipeline: Pipeline, role: str = "all", persist: bool | None = None) -
         broker = _program(BROKER_PROGRAM, command, PRIORITY["broker"], layout, stopwait=BROKER_STOPWAIT_S)
         sections.append(broker + f"umask={broker_files.SERVER_UMASK:03o}\n")
     stopwait = int(pipeline.service.stop_timeout) + STOP_GRACE_S
+    if WEB_PROGRAM in snapshots:
+        command = ini.command([sys.executable, "-m", "framefarm.web.face", str(snapshots[WEB_PROGRAM])])
+        sections.append(_program(WEB_PROGRAM, command, PRIORITY["web"], layout, stopwait))
     for module in (m for m in pipeline.modules if m.section in ROLES[role]):
         command = ini.command([sys.executable, "-m", "framefarm.runner", str(snapshots[module.alias])])
         procs = getattr(module.options, "workers", 1)

@@ -24,7 +24,7 @@ from ..config.schema import ServiceOptions
 from ..config.yamlpos import find_value, read_text
 from ..errors import BusError, MasterError
 from .control import Master
-from .render import Layout
+from .render import WEB_SECTION, Layout
 
 DEFAULT_RUNTIME_DIR = "run"
 RUNTIME_DIR_LOC = ("service", "runtime_dir")
@@ -74,11 +74,16 @@ class Running:
 
     @classmethod
     def of(cls, config: Path) -> Running:
-        layout = Layout(runtime_dir_of(config))
+        return cls.at(Layout(runtime_dir_of(config)))
+
+    @classmethod
+    def at(cls, layout: Layout) -> Running:
+        """The pipeline running in ``layout``'s runtime dir; MasterError when none runs there."""
         master = Master(layout)
         if not master.running():
             raise MasterError(f"not running in {layout.root}")
-        snapshots = [_snapshot(path) for path in sorted(layout.modules.glob("*.json")) if layout.names(path)]
+        found = [_snapshot(path) for path in sorted(layout.modules.glob("*.json")) if layout.names(path)]
+        snapshots = [snapshot for snapshot in found if snapshot is not None and snapshot["section"] != WEB_SECTION]
         return cls(layout, snapshots, master_environ(master.pid()))
 
     @property
@@ -122,9 +127,12 @@ class Running:
         return bus
 
 
-def _snapshot(path: Path) -> dict[str, Any]:
+def _snapshot(path: Path) -> dict[str, Any] | None:
+    """A module's snapshot; None when a reload pruned it since the folder was listed."""
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError) as exc:
         raise MasterError(f"cannot read the running module's snapshot {path}: {exc}") from exc
 

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from ..config.schema import ProcessorOptions
 from ..message import FrameMessage
+from ..modules.context import ModuleContext
+from ..modules.preview import PREVIEW_FOLDER, Previews
 from ..modules.stage import Stage
 from ..results import failure_payload, reply_payload
 
@@ -16,6 +18,10 @@ PO = TypeVar("PO", bound=ProcessorOptions)
 
 
 class Processor(Stage[PO]):
+    def __init__(self, ctx: ModuleContext[PO]) -> None:
+        super().__init__(ctx)
+        self.previews = Previews(ctx.runtime_dir / PREVIEW_FOLDER)
+
     @abstractmethod
     def process(self, message: FrameMessage, frame: bytes) -> FrameMessage:
         """Return ``message`` with this processor's results added."""
@@ -26,13 +32,17 @@ class Processor(Stage[PO]):
             for queue in self.ctx.routes.after(self.ctx.alias, message.stream):
                 bus.send(queue, message.model_dump(exclude_none=True))
             return
-        result = self.process(message, bus.frames.fetch(message))
+        frame = bus.frames.fetch(message)
+        result = self.process(message, frame)
         payload = result.model_dump(exclude_none=True)
         routes = self.ctx.routes
-        if message.reply and routes.last_processor(message.stream) == self.ctx.alias:
+        last = routes.last_processor(message.stream) == self.ctx.alias
+        if message.reply and last:
             bus.send(message.reply, reply_payload(result))  # first: if it fails, the frame is not forwarded twice
         for queue in routes.after(self.ctx.alias, message.stream):
             bus.send(queue, payload)
+        if last:
+            self.previews.offer(result, frame)
 
     def dropped(self, message: FrameMessage, reason: str) -> None:
         if message.reply:  # no result will come: the input's client hears it now rather than at its timeout

@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
+from ..config.types import LISTEN_PATTERN
 from ..errors import SourceUnavailable
 
 STOP_POLL_S = 0.1  # how often the watcher looks at the stop event
 GRACEFUL_S = 2  # requests in progress get this long when the server stops
 BACKLOG = 512
-LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
 
 
 def listen_field(default: str) -> Any:
@@ -78,6 +78,7 @@ def serve_socket(
         lifespan="on" if lifespan else "off",
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the process's own handlers (text or JSON, health)
         timeout_graceful_shutdown=GRACEFUL_S,
         **tls,
     )

@@ -1,4 +1,4 @@
-"""A frame as outputs show it: decoded at its original size, as received or with its detections drawn."""
+"""A frame as outputs and the status page show it: decoded at its original size, as received or with its boxes drawn."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 
 from ..message import FrameMessage
-from ..vision.codec import decode_frame, encode_frame, shrink
-from ..vision.detections import Detection
-from ..vision.draw import draw_detections
+from .codec import decode_frame, encode_frame, shrink
+from .detections import Detection
+from .draw import draw_detections
 
 JPEG_QUALITY = 90
 
