@@ -1,4 +1,7 @@
-"""Run the demo pipeline end to end through pipectl and print what it found."""
+"""Run the demo pipeline end to end through pipectl and print what it found, and its status.
+
+``--keep`` leaves it running, to look at its status page (http://127.0.0.1:8080/) or ``pipectl top``.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ def pipectl(*args: str) -> None:
 
 
 def main() -> int:
+    keep = "--keep" in sys.argv[1:]
     inbox, results = DEMO / "inbox", DEMO / "results" / "photos"
     shutil.rmtree(DEMO / "results", ignore_errors=True)
     inbox.mkdir(parents=True, exist_ok=True)
@@ -36,10 +40,16 @@ def main() -> int:
             found = json.loads(path.read_text())["detections"]
             names = ", ".join(f"{d['class_name']} {d['confidence']:.2f}" for d in found) or "nothing"
             print(f"{path.stem + '.jpg':12} {names}")
+        time.sleep(1)  # the counters are written every half second
+        print()
+        pipectl("status")
     finally:
-        pipectl("-s", "quit")
+        if not keep:
+            pipectl("-s", "quit")
     done = len(list(results.glob("*.json")))
     print(f"\n{done} of {len(PHOTOS)} photos detected. Results (JSON, YOLO txt, annotated JPEG): {results}")
+    if keep:
+        print(f"Still running: `pipectl top -c {CONFIG}`, or the status page; `pipectl -s quit -c {CONFIG}` stops it.")
     return 0 if done == len(PHOTOS) else 1
 
 

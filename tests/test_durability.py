@@ -192,9 +192,21 @@ def by_hand(ws: Workspace, program: str) -> subprocess.Popen[bytes]:
     conf.read(ws.root / "run" / "supervisord.conf")
     args = shlex.split(conf[f"program:{program}"]["command"].replace("%%", "%"))
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
+    if program != BROKER:  # a module: stopped once it handles SIGTERM (however slow a loaded machine starts it)
+        wait_for(lambda: catches_sigterm(process.pid), 60, f"{program} started by hand to handle SIGTERM")
+    time.sleep(0.2)
     os.kill(process.pid, signal.SIGSTOP)
     return process
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def stop_supervisord(ws: Workspace) -> None:

@@ -75,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m framefarm.runner SNAPSHOT.json", file=sys.stderr)
         return EXIT_USAGE
+    stop = threading.Event()  # from the start: a module told to stop while it starts up exits cleanly
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     snapshot = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    # Info until the options are validated; the format asked for already, so that a config error is a JSON line too
     # Its starts and last error, for the status views; the snapshot lives in <runtime_dir>/modules
     health = Health.of_this_process(Path(args[0]).resolve().parent.parent, snapshot["alias"])
+    # Info until the options are validated; the format asked for already, so that a config error is a JSON line too
     fmt = "json" if snapshot["service"].get("log_format") == "json" else "text"
     logs.configure(snapshot["alias"], fmt, also=[health])
     load_kinds()
@@ -92,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("invalid module config in %s: %s", args[0], redact_text(str(exc)))
         return EXIT_CONFIG
     logs.configure(ctx.alias, ctx.service.log_format, ctx.options.log_level or ctx.service.log_level, [health])
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     die_with_parent(signal.SIGTERM)  # supervisord killed: stop gracefully instead of running on as an orphan
     log.info("starting %s %s", snapshot["section"][:-1], snapshot["kind"])
     try:
