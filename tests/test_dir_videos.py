@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import av
+import cv2
 import numpy as np
 import pytest
 
@@ -14,7 +16,9 @@ from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import FramesOptions, ServiceOptions
 from framefarm.config.types import say_duration
 from framefarm.ingest import dir_videos
+from framefarm.errors import BadInput
 from framefarm.ingest.dir_videos import DirVideos
+from framefarm.ingest.video import frame_to_bgr, frame_to_i420
 from framefarm.outputs.image_files import file_stem
 from framefarm.vision.codec import decode_frame
 
@@ -35,7 +39,7 @@ def test_every_frame_is_published_in_order_with_its_index(tmp_path: Path, bus_ur
     assert [m.frame_index for m in messages] == list(range(FRAMES))
     assert file_stem(messages[3]) == "clip_000003"
     assert messages[12].pts == pytest.approx(1.0)
-    assert messages[10].format == ("raw" if fmt == "auto" else fmt)  # auto: raw where frames have a store
+    assert messages[10].format == ("jpeg" if fmt == "jpeg" else "i420")  # auto: raw where frames have a store
     image = decode_frame(module.ctx.bus.frames.get(messages[10].key), messages[10].format, 160, 96)
     assert abs(float(image.mean()) - 80) < 4  # frame 10 is grey level 80
 
@@ -125,6 +129,28 @@ def test_frames_are_stored_no_larger_than_their_route_needs_and_still_upright(tm
     assert (message.width, message.height, message.scale) == (96, 160, 0.4)
     assert image.shape[1::-1] == message.stored_size == (38, 64)
     assert white_corner(image) == "bottom-left"
+
+
+def test_raw_video_frames_travel_as_their_i420_planes_where_those_stand_for_the_picture() -> None:
+    """Half the bytes of BGR and the same picture once decoded; frames the planes cannot stand for as they are
+    (odd sizes, full-range levels, another pixel format) go as BGR."""
+    rng = np.random.default_rng(7)
+    bgr = cv2.GaussianBlur(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8), (9, 9), 0)
+    frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+    for max_side in (None, 80):
+        planes, scale = frame_to_i420(frame, max_side)
+        image, same_scale = frame_to_bgr(frame, max_side)
+        height, width = image.shape[:2]
+        assert scale == same_scale and planes.size == width * height * 3 // 2
+        decoded = decode_frame(planes.tobytes(), "i420", width, height)
+        assert float(np.abs(decoded.astype(int) - image.astype(int)).mean()) < 3
+    assert frame_to_i420(frame, 81) is None  # 81x49: no 4:2:0 planes of that size
+    assert frame_to_i420(av.VideoFrame.from_ndarray(bgr, format="bgr24")) is None
+    full_range = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+    full_range.color_range = 2  # AVCOL_RANGE_JPEG
+    assert frame_to_i420(full_range) is None
+    with pytest.raises(BadInput, match="not 160x96 4:2:0"):
+        decode_frame(bytes(100), "i420", 160, 96)
 
 
 def test_a_truncated_video_says_how_far_it_got(tmp_path: Path, bus_url: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -23,7 +23,7 @@ class FrameMessage(BaseModel):
     height: int
     scale: float = 1.0  # stored frame size / original size, below 1 when the input pre-shrank it
     key: str  # frame store key
-    format: str  # jpeg, png, bmp, webp
+    format: str  # jpeg, png, bmp, webp, raw (BGR), i420 (video planes: see vision.codec)
     expires_at: float | None = None  # skip instead of processing after this wall-clock time
     tapped: bool = False  # also sent undetected to outputs that show every frame (boxes: latest)
     reply: str | None = None  # a queue of the input that wants the result once the processors are done

@@ -1,4 +1,6 @@
-"""Frames to bytes for the store and back: JPEG/PNG through OpenCV, or raw BGR pixels."""
+"""Frames to bytes for the store and back: JPEG/PNG through OpenCV, raw BGR pixels, or the raw I420 planes of
+video (Y, then U and V at half the width and height: half the bytes of BGR, which video inputs store as they
+decoded them and readers convert at the size they got)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from ..errors import BadInput
 from .imageheader import read_header
 
 RAW = "raw"
+I420 = "i420"  # raw 4:2:0 planes of an even-sized frame; produced by video inputs (ingest.video) only
 ENCODERS = {"jpeg": ".jpg", "png": ".png"}
 
 
@@ -40,6 +43,10 @@ def decode_frame(data: bytes, fmt: str, width: int, height: int) -> np.ndarray:
     before it is decoded: a small file can hold a huge image (a PNG of 20000x20000 is 1.2 GB as pixels), and a
     detector or an output must not be the one to find out. The input checked the declared size (max_pixels).
     """
+    if fmt == I420:
+        if (width | height) & 1 or len(data) != width * height * 3 // 2:
+            raise BadInput(f"i420 frame of {len(data)} bytes is not {width}x{height} 4:2:0 planes")
+        return cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(height * 3 // 2, width), cv2.COLOR_YUV2BGR_I420)
     if fmt == RAW:
         if len(data) != width * height * 3:
             raise BadInput(f"raw frame of {len(data)} bytes is not {width}x{height} BGR")
