@@ -202,6 +202,18 @@ def test_sequence_numbers_increase_and_a_new_connection_goes_on_after_them(bus_e
     assert bus_env.connect().flow.next_seq(bus_env.stream) > seqs[-1]
 
 
+def test_a_frame_admitted_with_its_number_takes_none_when_refused(bus_env: BusEnv) -> None:
+    """admit_numbered (what an input calls per frame; Redis does both in one script): the numbers go on from
+    next_seq's, and a frame refused for room takes no number, so an output waiting for the next seq is not left
+    with a gap."""
+    bus, stream = bus_env.connect(), bus_env.stream
+    first = bus.flow.next_seq(stream)
+    assert bus.flow.admit_numbered(stream, "a", limit=2, ttl=FRAME_TTL_S) == first + 1
+    assert bus.flow.admit_numbered(stream, "b", limit=2, ttl=FRAME_TTL_S) == first + 2
+    assert bus.flow.admit_numbered(stream, "c", limit=2, ttl=FRAME_TTL_S) is None
+    assert bus.flow.next_seq(stream) == first + 3
+
+
 @pytest.mark.parametrize("backend", backends(shared_flow=True), indirect=True)
 def test_sequence_numbers_are_unique_across_connections_drawing_at_once(bus_env: BusEnv) -> None:
     buses, seqs = (bus_env.connect(), bus_env.connect()), []

@@ -88,6 +88,11 @@ class Flow(ABC):
     def next_seq(self, stream: str) -> int:
         """The stream's next sequence number, unique across restarts of its input."""
 
+    def admit_numbered(self, stream: str, key: str, *, limit: int, ttl: float) -> int | None:
+        """``admit``, then the frame's ``next_seq``; None (and no number taken) when there is no room. A backend
+        that can do both in one round trip does."""
+        return self.next_seq(stream) if self.admit(stream, key, limit=limit, ttl=ttl) else None
+
     @abstractmethod
     def in_flight(self, stream: str | None = None) -> int:
         """Frames in flight for ``stream``, or for every stream."""

@@ -150,12 +150,13 @@ class Publisher:
         route = self.route(tag or self.options.tag)
         queues, refs = [*route.first_hop, *route.taps], route.refs
         bus.flow.count(alias, counters.FRAMES_IN)
-        while not bus.flow.admit(alias, key, limit=self.options.max_in_flight, ttl=self.ttl):
+        while (seq := bus.flow.admit_numbered(alias, key, limit=self.options.max_in_flight, ttl=self.ttl)) is None:
             if not self.lossless:
                 if not route.taps or not self.admit_raw(key):
                     bus.flow.count(alias, counters.DROPPED_FULL)
                     return Sent.DROPPED_FULL
                 queues, refs = route.taps, len(route.taps)  # no room at the detectors: the taps show it as is
+                seq = bus.flow.next_seq(alias)
                 break
             if stop.wait(ADMIT_POLL_S):
                 return Sent.STOPPED
@@ -165,7 +166,7 @@ class Publisher:
             stream=tag or self.options.tag,
             input=alias,
             source=source,
-            seq=bus.flow.next_seq(alias),
+            seq=seq,
             pts=pts,
             frame_index=frame_index,
             rate=rate,

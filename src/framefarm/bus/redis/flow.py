@@ -12,12 +12,14 @@ from ..base import Flow
 from ..counts import Deltas, Reports
 from .keys import key
 
-# KEYS: inflight zset, scored by expiry. ARGV: now, expires_at, limit, member.
-# Entries whose frame expired (nobody released it) are pruned first.
+# KEYS: inflight zset, scored by expiry; optionally the stream's seq counter. ARGV: now, expires_at, limit, member.
+# Entries whose frame expired (nobody released it) are pruned first. Returns 0 when full, else the frame's seq
+# (with the counter) or 1.
 _ADMIT = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
 if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('zadd', KEYS[1], ARGV[2], ARGV[4])
+if KEYS[2] then return redis.call('incr', KEYS[2]) end
 return 1
 """
 
@@ -43,6 +45,11 @@ class RedisFlow(Flow):
     def admit(self, stream: str, frame: str, *, limit: int, ttl: float) -> bool:
         now = time.time()
         return bool(self._admit(keys=[key("inflight", stream)], args=[now, now + ttl, limit, frame]))
+
+    def admit_numbered(self, stream: str, frame: str, *, limit: int, ttl: float) -> int | None:
+        now = time.time()
+        seq = self._admit(keys=[key("inflight", stream), key("seq", stream)], args=[now, now + ttl, limit, frame])
+        return int(seq) or None
 
     def next_seq(self, stream: str) -> int:
         return int(self.client.incr(key("seq", stream)))
