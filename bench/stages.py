@@ -21,4 +21,5 @@ def detector_and_results(args: argparse.Namespace, yolo_extra: str = "") -> str:
     - name: image_files
       alias: results
       path: out
+      results: {getattr(args, "results", "files")}
 """

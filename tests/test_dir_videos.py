@@ -15,8 +15,8 @@ import pytest
 from framefarm.config.routing import Routes, Stage
 from framefarm.config.schema import FramesOptions, ServiceOptions
 from framefarm.config.types import say_duration
-from framefarm.ingest import dir_videos
 from framefarm.errors import BadInput
+from framefarm.ingest import dir_videos
 from framefarm.ingest.dir_videos import DirVideos
 from framefarm.ingest.video import frame_to_bgr, frame_to_i420
 from framefarm.outputs.image_files import file_stem

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -60,3 +61,15 @@ def test_retention_runs_in_the_background_while_results_are_written(tmp_path: Pa
         wait_for(lambda: sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file()) <= 4000)
     left = sorted(p.name for p in (tmp_path / "out" / "cam").glob("*.json"))
     assert left and left[-1] == "p29.json" and "p00.json" not in left  # the newest kept, the oldest gone
+
+
+def test_results_as_json_lines_one_per_frame_appended_by_every_thread(tmp_path: Path, bus_url: str) -> None:
+    out = output(ImageFiles, tmp_path, bus_url, path="out", results="jsonl", threads=4)
+    with running(out):
+        for seq in range(40):
+            send(out.ctx.bus, seq, source=f"p{seq}.jpg")
+        wait_for(lambda: count(out, counters.delivered("out")) == 40)
+    folder = tmp_path / "out" / "cam"
+    assert [p.name for p in folder.iterdir()] == ["results.jsonl"]
+    lines = (folder / "results.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and sorted(json.loads(line)["seq"] for line in lines[:-1]) == list(range(40))

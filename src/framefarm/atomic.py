@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees half a file (results, failure reasons)."""
+"""Atomic file writes: a reader never sees half a file (results, failure reasons), nor half a line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+APPEND_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 FILE_MODE = 0o666  # less the umask, as open() creates files
 TEMP_NAME_TRIES = 100
 
@@ -28,6 +29,21 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append ``line`` and a newline to ``path`` in one write, then fdatasync: with O_APPEND, writers of one
+    file (threads, processes) never interleave within a line. Opened per line, so a file moved away (rotation)
+    is followed by a new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, APPEND_FLAGS, FILE_MODE)
+    try:
+        data = line + b"\n"
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _create_temporary(path: Path) -> tuple[int, Path]:

@@ -170,7 +170,8 @@ def frame_to_i420(frame: av.VideoFrame, max_side: int | None = None) -> tuple[np
         return None
     half = (frame.width // 2, frame.height // 2, width // 2, height // 2)
     out, start = np.empty(width * height * 3 // 2, np.uint8), 0
-    for plane, (cols, rows, w, h) in zip(frame.planes, ((frame.width, frame.height, width, height), half, half)):
+    sizes = ((frame.width, frame.height, width, height), half, half)
+    for plane, (cols, rows, w, h) in zip(frame.planes, sizes, strict=True):
         source = np.frombuffer(plane, np.uint8, count=plane.line_size * rows).reshape(rows, plane.line_size)
         target = out[start : start + w * h].reshape(h, w)
         cv2.resize(source[:, :cols], (w, h), dst=target, interpolation=cv2.INTER_LINEAR)

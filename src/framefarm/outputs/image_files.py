@@ -1,4 +1,4 @@
-"""Output ``image_files``: results (JSON + YOLO text) and optionally the image, one set of files per frame."""
+"""Output ``image_files``: results (JSON + YOLO text, or one JSON line) and optionally the image, per frame."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..atomic import write_atomic
+from ..atomic import append_line, write_atomic
 from ..config import registry
 from ..config.registry import CheckContext, FolderUse
 from ..config.schema import OutputOptions
@@ -25,6 +25,7 @@ from .retention import RetentionOptions, Sweeper
 SEQ_DIGITS = 9
 FRAME_INDEX_DIGITS = 6
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
+JSONL_NAME = "results.jsonl"
 
 
 class ImageFilesOptions(OutputOptions):
@@ -35,6 +36,12 @@ class ImageFilesOptions(OutputOptions):
     )
     save_image: Literal["none", "raw", "annotated"] = Field(
         "none", description="Also write the frame: as received, or with boxes drawn."
+    )
+    results: Literal["files", "jsonl"] = Field(
+        "files",
+        description="files: <stem>.json and .txt per frame, written atomically, a redelivered frame's replaced; "
+        "jsonl: one JSON line per frame appended to results.jsonl in the folder (cheaper; a frame redelivered "
+        "after a crash can appear twice, with the same id).",
     )
     every_n: int = Field(1, ge=1, description="Write one frame in n of each stream (by its seq).")
     only_with_detections: bool = Field(False, description="Write nothing for a frame without detections.")
@@ -101,6 +108,9 @@ class ImageFiles(Output[ImageFilesOptions]):
         if options.save_image != "none":
             name, data = self.image(message)
             write_atomic(folder / f"{stem}{name}", data)
+        if options.results == "jsonl":
+            append_line(folder / JSONL_NAME, json.dumps(result_json(message), separators=(",", ":")).encode())
+            return True
         write_atomic(folder / f"{stem}.txt", yolo_text(message).encode())
         # JSON last: its presence means the frame's files are all there.
         write_atomic(folder / f"{stem}.json", json.dumps(result_json(message), indent=1).encode())
