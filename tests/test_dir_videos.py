@@ -133,7 +133,7 @@ def test_frames_are_stored_no_larger_than_their_route_needs_and_still_upright(tm
 
 def test_raw_video_frames_travel_as_their_i420_planes_where_those_stand_for_the_picture() -> None:
     """Half the bytes of BGR and the same picture once decoded; frames the planes cannot stand for as they are
-    (odd sizes, full-range levels, another pixel format) go as BGR."""
+    (odd sizes, full-range levels, a BT.709 matrix, another pixel format) go as BGR."""
     rng = np.random.default_rng(7)
     bgr = cv2.GaussianBlur(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8), (9, 9), 0)
     frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
@@ -149,6 +149,9 @@ def test_raw_video_frames_travel_as_their_i420_planes_where_those_stand_for_the_
     full_range = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
     full_range.color_range = 2  # AVCOL_RANGE_JPEG
     assert frame_to_i420(full_range) is None
+    hd = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+    hd.colorspace = 1  # BT.709, which OpenCV's conversion does not do
+    assert frame_to_i420(hd) is None
     with pytest.raises(BadInput, match="not 160x96 4:2:0"):
         decode_frame(bytes(100), "i420", 160, 96)
 

@@ -25,6 +25,7 @@ from ..vision.codec import I420, RAW, encode_frame
 from .images import check_pixels
 
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG: 4:2:0 whose levels OpenCV's limited-range conversion would misread
+BT601 = frozenset({2, 5, 6})  # AVCOL_SPC unspecified (swscale then uses BT.601 too), BT470BG, SMPTE170M: OpenCV's
 RIGHT_ANGLE_TOLERANCE = 0.01  # of the matrix's scale: below it a coefficient counts as zero
 SHORT_MIN_FRAMES = 2  # fewer frames than expected by more than this (edit lists trim a frame or two) ...
 SHORT_FRACTION = 0.02  # ... and than this share of the expected count: the file ended early
@@ -161,11 +162,18 @@ def frame_to_bgr(frame: av.VideoFrame, max_side: int | None = None) -> tuple[np.
 
 def frame_to_i420(frame: av.VideoFrame, max_side: int | None = None) -> tuple[np.ndarray, float] | None:
     """(the frame's Y, U and V planes one after the other, no larger than ``max_side``; the scale), or None where
-    they cannot stand for the frame as is: another pixel format, full-range levels, a display matrix to apply, or
-    an odd size. Shrunk plane by plane with OpenCV's bilinear resize, as the detector's letterbox does (three
-    times cheaper here than swscale's scaled conversion); read straight from the decoder's buffers, no copy."""
+    they cannot stand for the frame as is: another pixel format, full-range levels or another colour matrix than
+    BT.601 (OpenCV converts with that one; swscale would use the frame's), a display matrix to apply, an odd
+    size. Shrunk plane by plane with OpenCV's bilinear resize, as the detector's letterbox does (three times
+    cheaper here than swscale's scaled conversion); read straight from the decoder's buffers, no copy."""
     width, height, scale = _stored_size(frame, max_side)
-    plain = frame.format.name == "yuv420p" and frame.color_range != FULL_RANGE and not any(_orientation(frame))
+    plain = (
+        frame.format.name == "yuv420p"
+        and frame.color_range != FULL_RANGE
+        and frame.colorspace in BT601
+        and all(plane.line_size > 0 for plane in frame.planes)
+        and not any(_orientation(frame))
+    )
     if not plain or (frame.width | frame.height | width | height) & 1:
         return None
     half = (frame.width // 2, frame.height // 2, width // 2, height // 2)
