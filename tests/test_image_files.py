@@ -10,6 +10,8 @@ from pathlib import Path
 
 from test_network_outputs import count, output, send
 
+from framefarm.config.registry import CheckContext
+from framefarm.config.schema import ServiceOptions
 from framefarm.modules import counters
 from framefarm.outputs.image_files import ImageFiles
 from framefarm.outputs.retention import RetentionOptions, sweep
@@ -73,3 +75,11 @@ def test_results_as_json_lines_one_per_frame_appended_by_every_thread(tmp_path: 
     assert [p.name for p in folder.iterdir()] == ["results.jsonl"]
     lines = (folder / "results.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b"" and sorted(json.loads(line)["seq"] for line in lines[:-1]) == list(range(40))
+
+
+def test_json_lines_with_retention_need_a_date_in_their_path(tmp_path: Path) -> None:
+    """Retention removes whole files: an undated results.jsonl would go all at once, or never."""
+    ctx = CheckContext(base_dir=tmp_path, service=ServiceOptions())
+    for path, refused in (("out", True), ("out/{tag}/%Y-%m-%d", False), ("out/100%%", True)):
+        options = ImageFiles.Options(name="image_files", path=path, results="jsonl", retention={"max_age": 3600})
+        assert [loc for loc, _ in ImageFiles.check(options, ctx)] == ([("retention",)] if refused else []), path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -33,14 +34,17 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def append_line(path: Path, line: bytes) -> None:
     """Append ``line`` and a newline to ``path`` in one write, then fdatasync: with O_APPEND, writers of one
-    file (threads, processes) never interleave within a line. Opened per line, so a file moved away (rotation)
-    is followed by a new one."""
+    file (threads, processes of one host; not hosts sharing a network file system) never interleave within a
+    line. Opened per line, so a file moved away (rotation) is followed by a new one. A write cut short (a full
+    disk) is ended with a newline where it can be, so that the next line is not glued to the partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, APPEND_FLAGS, FILE_MODE)
     try:
         data = line + b"\n"
-        if os.write(fd, data) != len(data):
-            raise OSError(f"short write to {path}")
+        if (written := os.write(fd, data)) != len(data):
+            if written:
+                os.write(fd, b"\n")
+            raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written", str(path))
         os.fdatasync(fd)
     finally:
         os.close(fd)

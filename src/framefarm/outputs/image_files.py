@@ -76,6 +76,14 @@ class ImageFiles(Output[ImageFilesOptions]):
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is None or not existing.is_dir():
             yield ("path",), f"{existing} is not a folder, so {folder} cannot be created"
+        if options.results == "jsonl" and options.retention.enabled and "%" not in str(options.path).replace("%%", ""):
+            yield (
+                ("retention",),
+                (
+                    "with results: jsonl, retention would remove a whole results.jsonl at once (it is always fresh): "
+                    "put a date in path (out/{tag}/%Y-%m-%d) so that each day's file ages on its own"
+                ),
+            )
 
     @classmethod
     def frame_side(cls, options: ImageFilesOptions, ctx: CheckContext) -> int | None:
