@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import struct
 import threading
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 import av
 import dramatiq
 import numpy as np
+import trustme
 
 from framefarm.bus import connect
 from framefarm.bus.base import Bus
@@ -172,3 +174,15 @@ def repeating(send: Callable[[int], None], every: float) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+def server_certificate(folder: Path) -> tuple[dict[str, str], ssl.SSLContext]:
+    """A certificate for 127.0.0.1 from a CA made here, written to ``folder`` as server.pem and server.key: (the
+    ``tls`` option naming them relative to ``folder``, the pipeline's folder; a client context that trusts the CA)."""
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
+    cert.private_key_pem.write_to_path(str(folder / "server.key"))
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    return {"cert": "server.pem", "key": "server.key"}, trusted

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 from test_config import VALID, problems, write
 from test_mjpeg import USER, Camera
 
@@ -34,7 +32,7 @@ from framefarm.modules.context import ModuleContext
 from framefarm.tasks.yolo import Yolo
 
 from conftest import MEDIA, MODEL, NAMES
-from harness import QUEUE, png_of_size, queued, running
+from harness import QUEUE, png_of_size, queued, running, server_certificate
 from livehelp import counts, live_input, report
 from peers import Restartable, wait_for
 from workspace import Workspace
@@ -186,13 +184,7 @@ def test_a_full_stream_is_503_with_retry_after_and_a_tag_no_output_takes_is_422(
 
 
 def test_https_with_a_certificate_made_here(tmp_path: Path, bus_url: str) -> None:
-    authority = trustme.CA()
-    cert = authority.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
-    trusted = ssl.create_default_context()
-    authority.configure_trust(trusted)
-    tls = {"cert": "server.pem", "key": "server.key"}
+    tls, trusted = server_certificate(tmp_path)
     with server(tmp_path, bus_url, "https", trusted, tls=tls) as (upload, url):
         answer = post(url, DOG, verify=trusted)
         with pytest.raises(httpx.ConnectError):

@@ -11,12 +11,13 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import pytest
 from test_network_outputs import DOG, count, free_port, output, send
 
 from framefarm.modules import counters
 from framefarm.outputs.mjpeg import MjpegOutput
 
-from harness import repeating, running
+from harness import repeating, running, server_certificate
 from peers import wait_for
 
 
@@ -75,6 +76,18 @@ def test_several_browsers_each_get_annotated_frames_and_the_latest_still(tmp_pat
     plain = cv2.resize(cv2.imdecode(np.frombuffer(DOG, np.uint8), cv2.IMREAD_COLOR), (320, 240))
     assert np.abs(results[0][0].astype(int) - plain).mean() > 1  # the boxes are drawn
     assert still.status_code == 200 and still.headers["content-type"] == "image/jpeg"
+
+
+def test_previews_over_https(tmp_path: Path, bus_url: str) -> None:
+    tls, trusted = server_certificate(tmp_path)
+    port = free_port()
+    out = output(MjpegOutput, tmp_path, bus_url, listen=f"127.0.0.1:{port}", tls=tls)
+    with running(out), sending(out):
+        wait_for(lambda: httpx.get(f"https://127.0.0.1:{port}/cam.jpg", verify=trusted).status_code == 200)
+        jpeg = httpx.get(f"https://127.0.0.1:{port}/cam.jpg", verify=trusted).content
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # no answer in plain HTTP
+            httpx.get(f"http://127.0.0.1:{port}/cam.jpg")
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[2] == 3
 
 
 def test_a_client_that_never_reads_holds_up_no_one_and_costs_no_memory(tmp_path: Path, bus_url: str) -> None:

@@ -28,7 +28,7 @@ from framefarm.onvif.events import MAX_QUEUED, Event, PullPoints
 from framefarm.onvif.soap import CONTENT_TYPE, DIGEST, NS, Logins, Request, SoapFault, parse
 from framefarm.outputs.onvif import OnvifOutput
 
-from harness import running
+from harness import running, server_certificate
 from peers import NODE_CLIENT, NODE_MODULES, node_binary, port_open, stop_process, wait_for
 
 PERSON = [{"class_id": 0, "class_name": "person", "confidence": 0.8, "box": [10, 20, 110, 220], "yolo": [0] * 4}]
@@ -165,6 +165,17 @@ def test_renew_expiry_unsubscribe_and_malformed_requests(tmp_path: Path, bus_url
     assert garbage.status_code == 400 and b"ter:WellFormed" in garbage.content
     assert bomb.status_code == 400 and b"over the limit (262144)" in bomb.content
     assert still.status_code == 200 and b"UTCDateTime" in still.content
+
+
+def test_the_device_speaks_https_with_its_certificate(tmp_path: Path, bus_url: str) -> None:
+    tls, trusted = server_certificate(tmp_path)
+    port = free_port()
+    out = output(OnvifOutput, tmp_path, bus_url, listen=f"127.0.0.1:{port}", tls=tls)
+    with serving(out, port):
+        answer = httpx.post(f"https://127.0.0.1:{port}/onvif/device_service", content=SYSTEM_TIME, verify=trusted)
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # no answer in plain HTTP
+            httpx.post(f"http://127.0.0.1:{port}/onvif/device_service", content=SYSTEM_TIME, timeout=5)
+    assert answer.status_code == 200 and b"UTCDateTime" in answer.content
 
 
 def test_logins_by_digest_and_by_text_and_a_queue_bounded_for_a_client_that_never_pulls() -> None:

@@ -29,7 +29,7 @@ from framefarm.supervisord.status import broker_side, quantile
 from framefarm.web.metrics import exposition
 
 from conftest import MODEL, NAMES, REPO, backends
-from harness import write_video
+from harness import server_certificate, write_video
 from peers import wait_for
 from workspace import Workspace
 
@@ -118,12 +118,17 @@ def status_json(ws: Workspace) -> dict[str, Any]:
     return json.loads(ws.pipectl("status", "--json").stdout)
 
 
-def test_every_page_and_endpoint_wants_the_token(face: Face) -> None:
-    paths = ["/", "/api/status", "/metrics", "/healthz", "/readyz", "/dramatiq/", "/static/face.js", "/preview/x.jpg"]
+def test_every_page_and_endpoint_wants_the_token_but_the_probes(face: Face) -> None:
+    """/healthz and /readyz answer an orchestrator's probe, which cannot keep a secret; /readyz then gives its answer
+    without the reasons."""
+    paths = ["/", "/api/status", "/metrics", "/dramatiq/", "/static/face.js", "/preview/x.jpg"]
     for path in paths:
         assert face.client.get(path).status_code == 401, path
         assert face.client.get(path, headers={"Authorization": "Bearer wrong-token"}).status_code == 403, path
-    assert face.get("/healthz").text == "ok\n"
+    assert face.client.get("/healthz").text == face.get("/healthz").text == "ok\n"
+    wait_for(lambda: face.get("/readyz").status_code == 200, 30, "readyz")
+    assert face.client.get("/readyz").json() == {"ready": True}
+    assert face.get("/readyz").json() == {"ready": True, "problems": []}
     with httpx.Client(base_url=face.url, follow_redirects=True) as browser:  # keeps cookies, as a browser does
         page = browser.get(f"/?token={TOKEN}")  # the first visit: a cookie, and the token off the URL
         assert page.history[0].status_code == 303 and "token" not in str(page.url)
@@ -327,3 +332,35 @@ def test_a_module_counts_its_starts_and_keeps_its_last_error(tmp_path: Path) -> 
 def test_chromium_and_tmux_are_installed() -> None:
     """The browser and terminal tests need them; scripts/install-peers.sh installs both."""
     assert Path(CHROMIUM).exists() and shutil.which("tmux")
+
+
+def test_the_face_speaks_https_with_its_certificate_and_checks_the_files(tmp_path: Path) -> None:
+    """Relative paths are the pipeline file's, whatever folder the master runs in (--foreground keeps its own)."""
+    ws = Workspace(tmp_path / "tls")
+    ws.root.mkdir()
+    tls, trusted = server_certificate(ws.root)
+    http = f"    listen: 127.0.0.1:0\n    tls: {{cert: {tls['cert']}, key: {tls['key']}}}\n"
+    pipeline = "pipeline:\n  inputs:\n    - {name: dir_images, alias: photos, tag: photos, path: in}\n"
+    pipeline += "  outputs:\n    - {name: image_files, alias: results, path: out}\n"
+    ws.write(f"service:\n  runtime_dir: run\n  stop_timeout: 5s\n  http:\n{http}{pipeline}")
+    command = [sys.executable, "-m", "framefarm.cli", "start", "--foreground", "-c", str(ws.config)]
+    master = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        web = ws.root / "run" / "web.json"
+        wait_for(web.exists, 60, f"the web face's address ({ws.logs()})")
+        url = json.loads(web.read_text())["url"]
+        assert url.startswith("https://127.0.0.1:")
+        assert httpx.get(f"{url}healthz", verify=trusted).text == "ok\n"
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # no answer in plain HTTP
+            httpx.get(f"{url.replace('https', 'http')}healthz", timeout=5)
+    finally:
+        ws.pipectl("-s", "stop", check=False)
+        master.wait(60)
+        ws.force_stop()
+    (ws.root / "other.key").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    for key, said in (("missing.key", f"service.http.tls.key: {ws.root / 'missing.key'} is not a file"),
+                      ("other.key", "are not a PEM certificate chain and its unencrypted key")):  # fmt: skip
+        ws.write(ws.config.read_text().replace(f"key: {tls['key']}", f"key: {key}"))
+        refused = ws.pipectl("-t", check=False)
+        assert refused.returncode == 1 and said in refused.stderr, refused.stderr
+        tls["key"] = key

@@ -213,6 +213,8 @@ def _service_checks(path: Path, service: ServiceOptions, checks: Checks, out: _C
     if checks.service is not None and not out.touches_sealed(("service",)):
         for loc, message in checks.service(service):
             out.add(loc, message)
+    for loc, message in service.http.tls.problems(lambda file: path.parent / file):
+        out.add(("service", "http", *loc), message)
     try:
         runtime_dir = (path.parent / service.runtime_dir).resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symbolic links

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -83,6 +85,39 @@ class FramesOptions(StrictModel):
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
+class TlsOptions(StrictModel):
+    """HTTPS for a server that carries data (uploads, previews, events, the status page): both files, or neither."""
+
+    cert: Path | None = Field(None, description="PEM certificate chain; with ``key``, the server speaks HTTPS.")
+    key: Path | None = Field(None, description="PEM private key of ``cert``.")
+
+    def problems(self, resolve: Callable[[Path], Path]) -> Iterator[tuple[tuple[str, ...], str]]:
+        """(location under ``tls``, message) for one file without the other, a file that is not there, or a pair
+        that does not load (the server would otherwise fail only when it starts, in its own thread)."""
+        missing = (self.cert is None) != (self.key is None)
+        if missing:
+            yield ("tls",), "set both cert and key for HTTPS, or neither"
+        for field, path in (("cert", self.cert), ("key", self.key)):
+            if path is not None and not resolve(path).is_file():
+                missing = True
+                yield ("tls", field), f"{resolve(path)} is not a file"
+        cert, key = self.files(resolve)
+        if cert is None or key is None or missing:
+            return
+        try:  # an encrypted key is refused, not prompted for (the password callback gives nothing)
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            yield ("tls",), f"{cert} and {key} are not a PEM certificate chain and its unencrypted key: {exc}"
+
+    def files(self, resolve: Callable[[Path], Path]) -> tuple[Path | None, Path | None]:
+        """(cert, key) resolved, or (None, None) for plain HTTP."""
+        return (resolve(self.cert), resolve(self.key)) if self.cert and self.key else (None, None)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cert else "http"
+
+
 class HttpOptions(StrictModel):
     """The master's web face: status page, /metrics, the Dramatiq dashboard, /healthz and /readyz."""
 
@@ -99,6 +134,7 @@ class HttpOptions(StrictModel):
         description="When set, every page and endpoint wants it: an `Authorization: Bearer` header, or `?token=` on "
         "the page's URL once (a browser then keeps it in a cookie). Use ${VAR} to keep it out of the file.",
     )
+    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate and key for HTTPS.")
 
 
 class ServiceOptions(StrictModel):

@@ -31,13 +31,13 @@ from starlette.types import Message, Receive
 from ..bus.base import frame_key
 from ..config import registry
 from ..config.registry import CheckContext
-from ..config.schema import InputOptions, StrictModel
+from ..config.schema import InputOptions, TlsOptions
 from ..config.types import Duration, Tag
 from ..config.urls import redact_url
 from ..config.yamlpos import Loc
 from ..errors import BadInput, SourceUnavailable
 from ..modules.context import ModuleContext
-from ..web.server import BodyTooLarge, listen_field, problem, read_body, serve, token_refusal
+from ..web.server import BodyTooLarge, listen_field, problem, read_body, serve, tls_files, token_refusal
 from .base import Input, StoredImage
 from .folder import DEFAULT_MAX_PIXELS
 from .images import check_image
@@ -58,13 +58,6 @@ TRUE = ("1", "true", "yes")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
 MULTIPART = "multipart/form-data"
 TAGS = TypeAdapter(Tag)
-
-
-class TlsOptions(StrictModel):
-    """HTTPS: both files set, or neither (plain HTTP)."""
-
-    cert: Path | None = Field(None, description="PEM certificate chain; with ``key``, the server speaks HTTPS.")
-    key: Path | None = Field(None, description="PEM private key of ``cert``.")
 
 
 class HttpOptions(InputOptions):
@@ -132,12 +125,7 @@ class Http(Input[HttpOptions]):
 
     @classmethod
     def check(cls, options: HttpOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
-        tls = options.tls
-        if (tls.cert is None) != (tls.key is None):
-            yield ("tls",), "set both cert and key for HTTPS, or neither"
-        for field, path in (("cert", tls.cert), ("key", tls.key)):
-            if path is not None and not ctx.resolve(path).is_file():
-                yield ("tls", field), f"{ctx.resolve(path)} is not a file"
+        yield from options.tls.problems(ctx.resolve)
         if options.max_results < options.max_files:
             yield ("max_results",), f"below max_files ({options.max_files}): one request's frames must all be kept"
         if options.wait_timeout > options.result_ttl:
@@ -157,10 +145,8 @@ class Http(Input[HttpOptions]):
         if self.options.url is not None:
             self.poll(self.options.url, stop)
             return
-        tls = self.options.tls
-        cert = self.ctx.resolve(tls.cert) if tls.cert else None
-        key = self.ctx.resolve(tls.key) if tls.key else None
-        self.ctx.log.info("listening on %s (%s)", self.options.listen, "https" if cert else "http")
+        cert, key = tls_files(self.options.tls, self.ctx.resolve)
+        self.ctx.log.info("listening on %s (%s)", self.options.listen, self.options.tls.scheme)
         serve(self.app(stop), self.options.listen, stop, cert=cert, key=key)
 
     def poll(self, url: str, stop: threading.Event) -> None:

@@ -10,8 +10,9 @@ input (framefarm/web), on 127.0.0.1 by default.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,10 +24,11 @@ from starlette.routing import Route
 
 from ..config import registry
 from ..config.registry import CheckContext
-from ..config.schema import OutputOptions
+from ..config.schema import OutputOptions, TlsOptions
+from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..vision.picture import snapshot_jpeg
-from ..web.server import bind, listen_field, problem, serve_socket, token_refusal
+from ..web.server import bind, listen_field, problem, serve_socket, tls_files, token_refusal
 from .base import Output
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
@@ -41,6 +43,7 @@ class MjpegOutputOptions(OutputOptions):
     token: str | None = Field(
         None, description="When set, clients need 'Authorization: Bearer <token>' or '?token=<token>'."
     )
+    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate and key for HTTPS.")
     annotated: bool = Field(True, description="Draw the boxes, class names and confidences.")
     max_side: int = Field(DEFAULT_MAX_SIDE, ge=16, description="The preview's longer side at most.")
 
@@ -56,6 +59,10 @@ class Latest:
 @registry.outputs.register
 class MjpegOutput(Output[MjpegOutputOptions]):
     @classmethod
+    def check(cls, options: MjpegOutputOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        yield from options.tls.problems(ctx.resolve)
+
+    @classmethod
     def frame_side(cls, options: MjpegOutputOptions, ctx: CheckContext) -> int | None:
         return options.max_side
 
@@ -66,11 +73,11 @@ class MjpegOutput(Output[MjpegOutputOptions]):
         self.waiting: dict[str, asyncio.Event] = {}  # tag -> what its clients wait on (used on the loop only)
         self.stopping = threading.Event()
         sock = bind(self.options.listen)  # an address in use fails the setup, and the process is restarted
-        self.server = threading.Thread(
-            target=serve_socket, args=(self.app(), sock, self.stopping), name="mjpeg-server", daemon=True
-        )
+        cert, key = tls_files(self.options.tls, self.ctx.resolve)
+        serving = functools.partial(serve_socket, self.app(), sock, self.stopping, cert=cert, key=key)
+        self.server = threading.Thread(target=serving, name="mjpeg-server", daemon=True)
         self.server.start()
-        self.ctx.log.info("serving previews on http://%s/{tag}.mjpg", self.options.listen)
+        self.ctx.log.info("serving previews on %s://%s/{tag}.mjpg", self.options.tls.scheme, self.options.listen)
 
     def teardown(self) -> None:
         self.stopping.set()

@@ -23,7 +23,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -36,8 +36,9 @@ from starlette.routing import Route
 
 from ..config import registry
 from ..config.registry import CheckContext
-from ..config.schema import OutputOptions
+from ..config.schema import OutputOptions, TlsOptions
 from ..config.types import Duration
+from ..config.yamlpos import Loc
 from ..message import FrameMessage
 from ..onvif.events import Event, PullPoints, SubscriptionLimit
 from ..onvif.soap import (
@@ -53,7 +54,7 @@ from ..onvif.soap import (
     q,
     xsd_time,
 )
-from ..web.server import BodyTooLarge, bind, listen_field, read_body, serve_socket
+from ..web.server import BodyTooLarge, bind, listen_field, read_body, serve_socket, tls_files
 from .base import Output
 
 DEFAULT_LISTEN = "127.0.0.1:8000"
@@ -86,6 +87,7 @@ _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)
 class OnvifOutputOptions(OutputOptions):
     name: Literal["onvif"] = Field(description="Serve detections as ONVIF events (an ONVIF device's services).")
     listen: str = listen_field(DEFAULT_LISTEN)
+    tls: TlsOptions = Field(default_factory=TlsOptions, description="Certificate and key for HTTPS.")
     username: str | None = Field(None, description="The login clients must give (WS-Security); none: no login.")
     password: str | None = Field(None, description="Its password (from ${VAR} in practice).")
     hold: Duration = Field(DEFAULT_HOLD_S, gt=0, description="A detection state stays true this long after.")
@@ -187,6 +189,10 @@ class OnvifOutput(Output[OnvifOutputOptions]):
     relays_events = True
 
     @classmethod
+    def check(cls, options: OnvifOutputOptions, ctx: CheckContext) -> Iterator[tuple[Loc, str]]:
+        yield from options.tls.problems(ctx.resolve)
+
+    @classmethod
     def frame_side(cls, options: OnvifOutputOptions, ctx: CheckContext) -> int | None:
         return 0  # events only: no frame
 
@@ -199,12 +205,13 @@ class OnvifOutput(Output[OnvifOutputOptions]):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
         sock = bind(self.options.listen)
-        serving = functools.partial(serve_socket, self.app(), sock, self.stopping, lifespan=True)
+        cert, key = tls_files(self.options.tls, self.ctx.resolve)
+        serving = functools.partial(serve_socket, self.app(), sock, self.stopping, lifespan=True, cert=cert, key=key)
         self.server = threading.Thread(target=serving, name="onvif-server", daemon=True)
         self.server.start()
         self.sweeper = threading.Thread(target=self.sweep, name="onvif-hold", daemon=True)
         self.sweeper.start()
-        self.ctx.log.info("ONVIF device on http://%s/onvif/device_service", self.options.listen)
+        self.ctx.log.info("ONVIF device on %s://%s/onvif/device_service", self.options.tls.scheme, self.options.listen)
 
     def teardown(self) -> None:
         self.stopping.set()

@@ -43,7 +43,7 @@ from ..supervisord.sampler import STALE_AFTER_S, Sampler
 from ..supervisord.status import Status, Trend
 from .dashboard import Dashboard
 from .metrics import exposition
-from .server import bind, problem, serve_socket, split_listen
+from .server import bind, problem, serve_socket, split_listen, tls_files
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "framefarm_token"
@@ -51,6 +51,7 @@ COOKIE_PURPOSE = b"framefarm web face cookie"
 PREVIEW_TYPES = {"jpg": "image/jpeg", "json": "application/json"}
 NO_CACHE = {"Cache-Control": "no-store"}
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROBES = frozenset({"/healthz", "/readyz"})  # answer without the token: an orchestrator's probe cannot keep one
 log = logging.getLogger("framefarm.web")
 
 
@@ -69,15 +70,16 @@ class TokenGate:
         if scope["type"] != "http":  # nothing here speaks websocket
             return await PlainTextResponse("not found\n", 404)(scope, receive, send)
         request = Request(scope)
+        if scope["path"] in PROBES and not _same(_bearer(request), self.token):
+            scope.setdefault("state", {})["anonymous"] = True  # the answer, not the reasons (see readyz)
+            return await self.app(scope, receive, send)
         in_query = request.query_params.get("token")
         if in_query is not None and _same(in_query, self.token):
             query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             response: Response = RedirectResponse(request.url.replace(query=query or None), status_code=303)
             response.set_cookie(TOKEN_COOKIE, self.cookie or "", httponly=True, samesite="lax")
             return await response(scope, receive, send)
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        bearer = bearer.strip() if scheme.lower() == "bearer" else ""
-        cookie = request.cookies.get(TOKEN_COOKIE)
+        bearer, cookie = _bearer(request), request.cookies.get(TOKEN_COOKIE)
         if bearer or cookie or in_query:
             allowed = _same(bearer, self.token) or _same(cookie, self.cookie)
             response = problem(403, "wrong token")
@@ -86,6 +88,11 @@ class TokenGate:
         if allowed:
             return await self.app(scope, receive, send)
         await response(scope, receive, send)
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    return bearer.strip() if scheme.lower() == "bearer" else ""
 
 
 def _same(given: str | None, expected: str | None) -> bool:
@@ -112,9 +119,10 @@ def app(layout: Layout, sampler: Sampler, dashboard: Dashboard, options: HttpOpt
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
-    async def readyz(_request: Request) -> Response:
+    async def readyz(request: Request) -> Response:
         problems = not_ready(sampler.latest())
-        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
+        body = {"ready": not problems} | ({} if getattr(request.state, "anonymous", False) else {"problems": problems})
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     routes = [
         Route("/", lambda _request: FileResponse(STATIC / "index.html", headers=NO_CACHE)),
@@ -140,8 +148,9 @@ def not_ready(status: Status) -> list[str]:
     return problems
 
 
-def load(snapshot_path: Path) -> tuple[Layout, ServiceOptions]:
-    """The runtime dir and the service section (``${VAR}``s from this process's environment: the master's)."""
+def load(snapshot_path: Path) -> tuple[Layout, ServiceOptions, Path]:
+    """The runtime dir, the service section (``${VAR}``s from this process's environment: the master's) and the
+    pipeline file's folder, which relative paths are relative to."""
     snapshot = json.loads(snapshot_path.read_text(encoding="utf-8"))
     missing: list[str] = []
     raw = expand(snapshot["service"], os.environ, lambda _loc, name: missing.append(name))
@@ -152,14 +161,16 @@ def load(snapshot_path: Path) -> tuple[Layout, ServiceOptions]:
     except ValidationError as exc:  # keys and messages only: the values may hold the token
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
         raise FramefarmError(f"invalid service section: {problems}") from exc
-    return Layout((Path(snapshot["config"]).parent / service.runtime_dir).resolve()), service
+    base = Path(snapshot["config"]).parent
+    return Layout((base / service.runtime_dir).resolve()), service, base
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     configure_logs(WEB_PROGRAM, "text", "info")
     try:
-        layout, service = load(Path(args[0]))
+        layout, service, base = load(Path(args[0]))
+        cert, key = tls_files(service.http.tls, lambda path: (base / path.expanduser()).resolve())
     except FramefarmError as exc:
         log.error("cannot start the web face: %s", redact_text(str(exc)))
         return EXIT_CONFIG
@@ -177,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     host, _ = split_listen(options.listen)
     port = sock.getsockname()[1]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    url = f"{options.tls.scheme}://{f'[{host}]' if ':' in host else host}:{port}/"
     write_atomic(layout.web_file, json.dumps({"url": url}).encode())
     sampler = Sampler(layout, Trend())
     sampler.start(stop)
     log.info("status page on %s%s", url, " (token required)" if options.token else "")
     try:
-        serve_socket(app(layout, sampler, Dashboard(layout), options), sock, stop)
+        serve_socket(app(layout, sampler, Dashboard(layout), options), sock, stop, cert=cert, key=key)
     finally:
         stop.set()
         layout.web_file.unlink(missing_ok=True)

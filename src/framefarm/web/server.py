@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
+from ..config.schema import TlsOptions
 from ..config.types import LISTEN_PATTERN
-from ..errors import SourceUnavailable
+from ..errors import FramefarmError, SourceUnavailable
 
 STOP_POLL_S = 0.1  # how often the watcher looks at the stop event
 GRACEFUL_S = 2  # requests in progress get this long when the server stops
@@ -52,6 +54,14 @@ def bind(listen: str) -> socket.socket:
         sock.close()
         raise SourceUnavailable(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
     return sock
+
+
+def tls_files(tls: TlsOptions, resolve: Callable[[Path], Path]) -> tuple[Path | None, Path | None]:
+    """(cert, key) for ``serve_socket``, checked now: uvicorn loads them in the server's thread, where a bad file
+    would stop the server and not the module. FramefarmError names what is wrong."""
+    if problem := next(tls.problems(resolve), None):
+        raise FramefarmError(f"tls: {problem[1]}")
+    return tls.files(resolve)
 
 
 def serve(
