@@ -20,6 +20,7 @@ LogFormat = Literal["text", "json"]
 #: logger of every stage (``framefarm.modules.stage.<queue>``), which prints each message whole, inline frames
 #: included. What framefarm itself has to say about a frame is logged on ``framefarm.<alias>``.
 NOISY_LOGGERS = ("dramatiq", "watchdog", "httpcore", "framefarm.modules.stage")
+PER_REQUEST_LOGGERS = ("httpx",)  # a line per request at info (a webhook's every frame): shown at debug only
 
 JSON_FIELDS = ("asctime", "levelname", "alias", "process", "name", "message")
 JSON_NAMES = {"asctime": "time", "levelname": "level", "alias": "module", "process": "pid", "name": "logger"}
@@ -62,3 +63,6 @@ def configure(alias: str, fmt: LogFormat = "text", level: str = "info", also: Se
     floor = max(logging.getLogger().level, logging.INFO)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(floor)
+    debug = logging.getLogger().level <= logging.DEBUG
+    for name in PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -13,7 +13,7 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .envexpand import VARIABLE, variable_value
 from .yamlpos import Loc
@@ -174,3 +174,13 @@ def _at(data: Any, loc: Loc) -> Any:
         else:
             return None
     return data
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """(``url`` without its ``user:password@``, the decoded (user, password) or None): a client sends them as an
+    Authorization header, so that the URL it logs or shows in an error holds no password."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, (unquote(parts.username), unquote(parts.password or ""))

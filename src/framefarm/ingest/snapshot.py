@@ -15,11 +15,11 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from ..config.urls import redact_text, redact_url
+from ..config.urls import redact_text, redact_url, split_credentials
 from ..errors import BadInput, SourceUnavailable
 from ..tls import client_context
 from .images import CheckedImage, check_image
@@ -61,11 +61,8 @@ def refuse_private(url: str) -> None:
 
 def client(url: str, auth: str, verify: bool, ca_file: Path | None, timeout: httpx.Timeout) -> tuple[httpx.Client, str]:
     """An httpx client with the URL's credentials as ``auth`` (auto, basic, digest) and TLS, and the bare URL."""
-    parts = urlsplit(url)
-    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    credentials = None
-    if parts.username is not None:
-        credentials = SCHEMES[auth](unquote(parts.username), unquote(parts.password or ""))
+    bare, login = split_credentials(url)
+    credentials = SCHEMES[auth](*login) if login else None
     try:
         context = client_context(verify=verify, ca_file=ca_file)
     except (OSError, ssl.SSLError) as exc:

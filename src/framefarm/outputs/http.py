@@ -25,7 +25,7 @@ from ..config import registry
 from ..config.registry import CheckContext
 from ..config.schema import RetryOptions
 from ..config.types import Duration
-from ..config.urls import redact_url
+from ..config.urls import redact_url, split_credentials
 from ..config.yamlpos import Loc
 from ..errors import SinkRejected, SinkUnavailable
 from ..message import FrameMessage
@@ -97,9 +97,11 @@ class HttpOutput(NetworkOutput[HttpOutputOptions]):
         if options.token:
             headers["Authorization"] = f"Bearer {options.token}"
         self.shown = redact_url(options.url)
+        self.url, login = split_credentials(options.url)  # basic auth as a header: no password in logged URLs
         self.client = httpx.Client(
-            timeout=options.timeout, verify=context, headers=headers, follow_redirects=False, trust_env=False
-        )
+            timeout=options.timeout, verify=context, headers=headers, auth=login, follow_redirects=False,
+            trust_env=False,
+        )  # fmt: skip
         self.batcher = MicroBatcher(self.post_batch, size=options.batch, max_wait=options.flush_interval)
         self.ctx.log.info("posting results to %s (batch %d)", self.shown, options.batch)
 
@@ -121,7 +123,7 @@ class HttpOutput(NetworkOutput[HttpOutputOptions]):
     def post(self, body: bytes, content_type: str) -> None:
         headers = {"Content-Type": content_type, **self.signature(body)}
         try:
-            answer = self.client.post(self.options.url, content=body, headers=headers)
+            answer = self.client.post(self.url, content=body, headers=headers)
         except httpx.TransportError as exc:  # connect, read, write, timeouts, protocol errors
             raise SinkUnavailable(f"{self.shown}: {type(exc).__name__}: {exc}") from exc
         status = answer.status_code
