@@ -14,6 +14,7 @@ from ..config import registry
 from ..config.registry import CheckContext, FolderUse
 from ..config.schema import OutputOptions
 from ..config.yamlpos import Loc
+from ..errors import SinkUnavailable
 from ..message import FrameMessage
 from ..results import result_json, yolo_text
 from ..vision.codec import encode_frame
@@ -112,17 +113,23 @@ class ImageFiles(Output[ImageFilesOptions]):
         if message.seq % options.every_n or (options.only_with_detections and not message.detections):
             return False
         folder = self.ctx.resolve(options.folder(message.stream, message.captured_at))
-        stem = file_stem(message)
+        try:
+            self.write(message, folder)
+        except OSError as exc:  # a full disk, a lost mount, permissions: retried with backoff, counted, then dead
+            raise SinkUnavailable(f"{folder}: {exc.strerror or exc}") from exc
+        return True
+
+    def write(self, message: FrameMessage, folder: Path) -> None:
+        options, stem = self.options, file_stem(message)
         if options.save_image != "none":
             name, data = self.image(message)
             write_atomic(folder / f"{stem}{name}", data)
         if options.results == "jsonl":
             append_line(folder / JSONL_NAME, json.dumps(result_json(message), separators=(",", ":")).encode())
-            return True
+            return
         write_atomic(folder / f"{stem}.txt", yolo_text(message).encode())
         # JSON last: its presence means the frame's files are all there.
         write_atomic(folder / f"{stem}.json", json.dumps(result_json(message), indent=1).encode())
-        return True
 
     def image(self, message: FrameMessage) -> tuple[str, bytes]:
         """(file suffix, bytes) of the frame as asked by ``save_image``; raw pixels are written as PNG."""
