@@ -177,6 +177,24 @@ def test_a_held_delivery_outlives_ack_wait_and_comes_back_when_its_worker_dies(
     assert other.broker.get_queue_message_counts("jobs") == (0, 0, 0)
 
 
+def test_a_consumer_with_no_room_waits_without_spinning_and_pulls_again_once_a_settle_makes_room(
+    bus: NatsBus,
+) -> None:
+    """A worker holding its whole prefetch (a busy detector) asks for nothing more: its consumer thread must
+    sleep on the socket, not poll it (a spinning thread took half a pinned core from inference)."""
+    for n in range(6):
+        bus.send("busy", {"n": n})
+    consumer = bus.broker.consume("busy", prefetch=4, timeout=300)
+    held = [next_message(consumer) for _ in range(4)]
+    started = time.thread_time()
+    assert next(consumer) is None and next(consumer) is None  # full: nothing more comes
+    assert time.thread_time() - started < 0.1, "the consumer thread spun while it had no room"
+    for message in held[:2]:
+        consumer.ack(message)  # half the room back: the settle pulls again
+    assert {next_message(consumer).args[0]["n"] for _ in range(2)} == {4, 5}
+    consumer.close()
+
+
 def test_a_message_delivered_too_often_is_dead_lettered(make_bus: Callable[..., NatsBus]) -> None:
     bus = make_bus(max_deliveries=2)
     bus.broker.add_middleware(ReleaseFailedFrames(bus.frames, bus.flow, lambda error: None))  # as every Stage does

@@ -116,8 +116,9 @@ class NatsConsumer(dramatiq.Consumer):
         on a pull request gone silent (raises ConnectionClosed once it has)."""
         with self._lock:
             requested, pull_after = self._requested, self._pull_after
-        if not requested:
-            return min(deadline, max(pull_after, time.monotonic()))
+        if not requested:  # a pull to retry later; or none, for want of room: a settle that makes room pulls,
+            # and its deliveries wake the socket wait (returning at once here would spin the thread)
+            return min(deadline, pull_after) if pull_after > time.monotonic() else deadline
         silent_until = self._heard + PULL_STALL_S
         if time.monotonic() > silent_until:
             raise ConnectionClosed(TimeoutError(f"pull request silent for {PULL_STALL_S}s"))
