@@ -36,6 +36,11 @@ def output_state(ws: Workspace) -> dict:
     return json.loads(ws.pipectl("status", "--json").stdout)["outputs"].get("results", {})
 
 
+def delivered(ws: Workspace) -> int:
+    counters = json.loads(ws.pipectl("status", "--json").stdout)["streams"].get("photos", {}).get("counters", {})
+    return counters.get("delivered.results", 0)
+
+
 def test_a_full_disk_is_retried_said_and_counted_and_nothing_is_lost(tmp_path: Path, small_disk: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     ws.root.mkdir()
@@ -79,6 +84,7 @@ pipeline:
         wait_for(
             lambda: len(list((results / "photos").glob("*.json"))) == PHOTO_COUNT, 90, f"every result ({ws.logs()})"
         )
+        wait_for(lambda: delivered(ws) == PHOTO_COUNT, 10, "the deliveries counted")  # counts flush twice a second
         status = json.loads(ws.pipectl("status", "--json").stdout)
         ws.pipectl("-s", "quit")
     finally:

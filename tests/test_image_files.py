@@ -83,3 +83,13 @@ def test_json_lines_with_retention_need_a_date_in_their_path(tmp_path: Path) -> 
     for path, refused in (("out", True), ("out/{tag}/%Y-%m-%d", False), ("out/100%%", True)):
         options = ImageFiles.Options(name="image_files", path=path, results="jsonl", retention={"max_age": 3600})
         assert [loc for loc, _ in ImageFiles.check(options, ctx)] == ([("retention",)] if refused else []), path
+
+
+def test_a_frame_whose_folder_cannot_exist_is_rejected_at_once_not_retried(tmp_path: Path, bus_url: str) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cam").write_text("a file where the tag's folder goes")
+    out = output(ImageFiles, tmp_path, bus_url, path="out")
+    with running(out):
+        send(out.ctx.bus, 0, source="dog.jpg")
+        wait_for(lambda: count(out, counters.rejected("out")) == 1)
+    assert count(out, counters.retried("out")) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from pathlib import Path, PurePath
@@ -14,7 +15,7 @@ from ..config import registry
 from ..config.registry import CheckContext, FolderUse
 from ..config.schema import OutputOptions
 from ..config.yamlpos import Loc
-from ..errors import SinkUnavailable
+from ..errors import SinkRejected, SinkUnavailable
 from ..message import FrameMessage
 from ..results import result_json, yolo_text
 from ..vision.codec import encode_frame
@@ -27,6 +28,9 @@ SEQ_DIGITS = 9
 FRAME_INDEX_DIGITS = 6
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 JSONL_NAME = "results.jsonl"
+# Write errors about the frame's own path (a name too long, a folder or a file in the way, bytes the file system
+# refuses): dropped and counted at once. Any other (ENOSPC, EACCES, EROFS, EIO) is retried with backoff.
+NEVER_WRITABLE = frozenset({errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EINVAL})
 
 
 class ImageFilesOptions(OutputOptions):
@@ -115,8 +119,11 @@ class ImageFiles(Output[ImageFilesOptions]):
         folder = self.ctx.resolve(options.folder(message.stream, message.captured_at))
         try:
             self.write(message, folder)
-        except OSError as exc:  # a full disk, a lost mount, permissions: retried with backoff, counted, then dead
-            raise SinkUnavailable(f"{folder}: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            reason = f"{folder}: {exc.strerror or exc}"
+            if exc.errno in NEVER_WRITABLE:  # this frame's name or folder: no retry would help
+                raise SinkRejected(reason) from exc
+            raise SinkUnavailable(reason) from exc  # a full disk, a lost mount, permissions: retried, then dead
         return True
 
     def write(self, message: FrameMessage, folder: Path) -> None:
