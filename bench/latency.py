@@ -108,12 +108,19 @@ def run_load(args: argparse.Namespace, url: str, fps: float | None) -> dict[str,
             after, end = _counters(config), time.time()
         finally:
             subprocess.run([*pipectl, "-s", "quit", "-c", str(config)], check=False, capture_output=True)
-        done = []
-        for path in results.glob("*.json"):
-            written = path.stat().st_mtime
-            if start <= written < end:
-                done.append((written, written - json.loads(path.read_text())["captured_at"]))
+        done = latencies(results, start, end)
     return _summary(done, start, end, before, after)
+
+
+def latencies(results: Path, start: float, end: float) -> list[tuple[float, float]]:
+    """(written, latency) of every result written between ``start`` and ``end``: its JSON's mtime minus its
+    frame's capture."""
+    done = []
+    for path in results.glob("*.json"):
+        written = path.stat().st_mtime
+        if start <= written < end:
+            done.append((written, written - json.loads(path.read_text())["captured_at"]))
+    return done
 
 
 def _counters(config: Path) -> dict[str, int]:

@@ -16,7 +16,6 @@ process's largest RSS of the last third over that of the first. The last line is
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from latency import RTSP_SERVER, START_TIMEOUT_S, _counters, _free_port, _pipeline_yaml, _summary, _wait_for
+from latency import (
+    RTSP_SERVER,
+    START_TIMEOUT_S,
+    _counters,
+    _free_port,
+    _pipeline_yaml,
+    _summary,
+    _wait_for,
+    latencies,
+)
 from machine import machine, usable_cores
 
 from framefarm.supervisord.running import Running
@@ -92,11 +100,7 @@ def run(args: argparse.Namespace, url: str) -> str:
             after, end = _counters(config), time.time()
         finally:
             subprocess.run([*pipectl, "-s", "quit", "-c", str(config)], check=False, capture_output=True)
-        done = []
-        for path in results.glob("*.json"):
-            written = path.stat().st_mtime
-            if start <= written < end:
-                done.append((written, written - json.loads(path.read_text())["captured_at"]))
+        done = latencies(results, start, end)
     stats = _summary(done, start, end, before, after)
     names = sorted({name for _, found in samples for name in found})
     largest = {name: max(found.get(name, 0) for _, found in samples) for name in names}
