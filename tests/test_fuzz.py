@@ -3,18 +3,21 @@ answers with a value or its own clear error (the one its callers turn into a log
 400 or a SOAP fault), never another exception, and holds no more memory than its bound.
 
 Parsers under test: image headers (every file and upload is judged by its header before it is decoded), the
-MJPEG multipart/x-mixed-replace reader, inline-frame message bodies (NATS, NSQ), ONVIF SOAP requests, and
-pipeline files (pipectl -t). A fixed seed and a bounded number of examples keep the run short and repeatable."""
+MJPEG multipart/x-mixed-replace reader, inline-frame message bodies (NATS, NSQ), ONVIF SOAP requests, pipeline
+files (pipectl -t), and the http input's requests (bodies, content types, query parameters, paths) on a real
+server. A fixed seed and a bounded number of examples keep the run short and repeatable."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from dramatiq import Message
 from dramatiq.errors import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_http_input import server
 
 from framefarm.bus import codec
 from framefarm.config.pipeline import load_pipeline
@@ -173,3 +176,37 @@ def test_any_pipeline_file_loads_or_is_a_config_error_naming_its_file(folder: Pa
         load_pipeline(path, {}, deep=False)
     except ConfigError as exc:
         assert "pipeline.yaml" in str(exc)
+
+
+CONTENT_TYPES = [
+    "image/jpeg", "image/png", "multipart/form-data; boundary=x", "multipart/form-data", "text/plain",
+    "application/octet-stream", "", "image/jpeg; charset=\x7f", "multipart/form-data; boundary=",
+]  # fmt: skip
+MULTIPART = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+
+
+def test_the_upload_server_answers_any_request_with_a_4xx_or_a_2xx_and_keeps_serving(
+    tmp_path: Path, bus_url: str
+) -> None:
+    """Random and mutated bodies, content types, query parameters and paths against the real http input: never
+    a 500 or a dropped connection, and a good upload still works after them."""
+    bodies = st.one_of(
+        st.binary(max_size=2048), mutated(SAMPLES), mutated([MULTIPART + SAMPLES[0][:3000] + b"\r\n--x--"])
+    )
+    text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+    params = st.dictionaries(st.sampled_from(["source", "tag", "wait", "token", "x"]), text, max_size=3)
+    paths = st.sampled_from(["/v1/frames", "/v1/frames", "/v1/frames/abc", "/v1/frames/", "/v1/../healthz", "/nope"])
+    with (
+        server(tmp_path, bus_url) as (_upload, url),
+        httpx.Client(base_url=url, timeout=20) as http,
+    ):
+
+        @FUZZ
+        @given(bodies, st.sampled_from(CONTENT_TYPES), params, paths, st.sampled_from(["POST", "GET", "PUT"]))
+        def request(body: bytes, content_type: str, query: dict[str, str], path: str, method: str) -> None:
+            answer = http.request(method, path, content=body, params=query, headers={"content-type": content_type})
+            assert answer.status_code < 500 or answer.status_code == 503, (answer.status_code, answer.text[:200])
+
+        request()
+        good = http.post("/v1/frames", content=SAMPLES[0], headers={"content-type": "image/jpeg"})
+    assert good.status_code == 202, good.text
