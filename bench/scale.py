@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from stages import detector_and_results
 from framefarm.vision.model import YoloModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from peers import nats_server, nsqd_server, redis_server
+from peers import nats_server, nsqd_server, redis_server, wait_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REPO = Path(__file__).resolve().parents[1]
@@ -179,14 +178,6 @@ def run_once(
 
 def count(results: Path) -> int:
     return len(list(results.glob("*.json"))) if results.is_dir() else 0
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager

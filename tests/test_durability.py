@@ -23,7 +23,7 @@ from framefarm.supervisord import leftovers
 from framefarm.supervisord.render import Layout
 
 from peers import wait_for
-from workspace import PHOTOS, Workspace, broker_processes, exited, runner_processes, supervisord_pid
+from workspace import PHOTOS, Workspace, broker_processes, exited, proc_status, runner_processes, supervisord_pid
 
 BROKER = "embedded-broker"
 TEARDOWN_STOP_S = 5.0
@@ -201,12 +201,7 @@ def by_hand(ws: Workspace, program: str) -> subprocess.Popen[bytes]:
 
 def catches_sigterm(pid: int) -> bool:
     """Whether the process has a handler for SIGTERM (its SigCgt mask in /proc)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
-    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+    return bool(int(proc_status(pid, "SigCgt") or "0", 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def stop_supervisord(ws: Workspace) -> None:

@@ -132,14 +132,18 @@ def runner_processes(root: Path) -> list[str]:
     return [line for line in out.splitlines() if str(root) in line and "framefarm.runner" in line]
 
 
-def exited(pid: int) -> bool:
-    """Gone, or a zombie: a process reparented to a PID 1 that does not reap stays one, exited all the same."""
+def proc_status(pid: int, field: str) -> str | None:
+    """The first word of ``field`` in /proc/<pid>/status; None when the process is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return True
-    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "X")
-    return state in ("Z", "X")
+        return None
+    return next((line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:")), None)
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: a process reparented to a PID 1 that does not reap stays one, exited all the same."""
+    return proc_status(pid, "State") in (None, "Z", "X")
 
 
 def broker_processes(root: Path) -> list[str]:
